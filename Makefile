@@ -1,0 +1,29 @@
+# Two commands for a new user: `make demo` and `make test`. Both build the environment first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+# Re-install only when the package metadata or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[rl,dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/immunegym demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check immunegym tests
+	$(BIN)/ruff format --check immunegym tests
+
+clean:
+	rm -rf $(VENV) immunegym-out .pytest_cache
