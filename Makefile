@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/immunegym demo
 
+# pytest exits 5 when it collects no tests: that is a failure here, not a pass.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$status
 
 lint: setup
 	$(BIN)/ruff check immunegym tests

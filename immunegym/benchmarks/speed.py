@@ -36,6 +36,11 @@ def harmonize_speed(n_labels: int = 1_000_000, repeats: int = 3, seed: int = 0) 
         start = time.perf_counter()
         harmonize_labels(labels)
         times.append(time.perf_counter() - start)
+    # Cost of resolving a label never seen before (the part that does not scale with cells).
+    distinct = [f"{label} {i}" for i in range(200) for label in BENCH_LABELS]
+    start = time.perf_counter()
+    harmonize_labels(distinct)
+    per_distinct = (time.perf_counter() - start) / len(distinct)
     return {
         "benchmark": "harmonize_labels",
         "n_labels": n_labels,
@@ -43,6 +48,7 @@ def harmonize_speed(n_labels: int = 1_000_000, repeats: int = 3, seed: int = 0) 
         "best_seconds": min(times),
         "all_seconds": times,
         "labels_per_second": n_labels / min(times),
+        "microseconds_per_distinct_label": per_distinct * 1e6,
         "machine": f"{platform.machine()} {platform.processor() or ''} "
                    f"{os.cpu_count()} cpus".strip(),
         "python": platform.python_version(),

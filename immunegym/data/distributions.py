@@ -171,7 +171,7 @@ class SampleDistributions:
             {
                 "patient": meta["patients"],
                 "time": arrays["time"],
-                "therapy": pd.Series(meta["therapy"], dtype=object),
+                "therapy": np.array(meta["therapy"], dtype=object),
                 "response": arrays["response"],
             },
             index=pd.Index(meta["sample_ids"], name="sample"),

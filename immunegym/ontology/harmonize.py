@@ -90,7 +90,8 @@ class LabelMatch:
 
 def tokenize(label: str) -> list[str]:
     """The canonical tokens of a label (step 1 of the module docstring)."""
-    text = _CAMEL.sub(" ", label).lower()
+    # "_" is a separator here, but a word character to regex \b: make it a space first.
+    text = _CAMEL.sub(" ", label).replace("_", " ").lower()
     for pattern, replacement in COMPILED_PHRASES:
         text = pattern.sub(replacement, text)
     text = NEGATIVE_MARKER.sub(" ", text)

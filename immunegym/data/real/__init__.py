@@ -49,6 +49,8 @@ def sade_feldman_cells() -> ad.AnnData:
     cells = _sade_feldman_cells_table()
     lesions = _read_tsv("sadefeldman_patient_lesion_48samples.tsv")
     lesions.columns = ["patient", "sample", "lesion_response"]
+    # The source table writes one patient id with a trailing space ("P28 " beside "P28").
+    lesions = lesions.apply(lambda col: col.str.strip())
     patient_of = dict(zip(lesions["sample"], lesions["patient"], strict=False))
     obs = pd.DataFrame(
         {
