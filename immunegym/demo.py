@@ -64,8 +64,8 @@ def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
              for c in fractions.columns}
 
     table = Table(title="Pre-treatment biopsies: composition (% of CD45+ cells)")
-    table.add_column("sample")
-    table.add_column("resp.")
+    table.add_column("sample", no_wrap=True, min_width=8)
+    table.add_column("resp.", no_wrap=True)
     for col in fractions.columns:
         table.add_column(names[col], justify="right")
     for panel, frame in groups.items():

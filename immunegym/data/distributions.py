@@ -20,7 +20,6 @@ import pandas as pd
 
 from immunegym.data.programs import DEFAULT_PROGRAMS, score_cells
 from immunegym.data.schema import (
-    AnnDataFields,
     DataValidationError,
     get_fields,
     validate_anndata,
@@ -208,28 +207,36 @@ def _check_counts(counts: np.ndarray, samples: Sequence[str], columns: Sequence[
         )
 
 
-def _sample_table(obs: pd.DataFrame, registry: AnnDataFields, order: list[str]) -> pd.DataFrame:
-    """Per-sample attributes from per-cell obs (validated constant within samples)."""
-    first = obs.groupby(registry.sample_key, observed=True, sort=False).first()
-    first.index = first.index.astype(str)
-    first = first.loc[order]
-    out = pd.DataFrame(index=pd.Index(order, name="sample"))
-    out["patient"] = first[registry.patient_key].astype(str).to_numpy()
-    out["time"] = (
-        pd.to_numeric(first[registry.time_key]).to_numpy(dtype=float)
-        if registry.time_key else np.nan
-    )
-    if registry.therapy_key:
-        regimens = [parse_regimen(v, registry.therapy_key) for v in first[registry.therapy_key]]
-        out["therapy"] = pd.Series(
-            [None if r is None else format_regimen(r) for r in regimens], index=out.index,
-            dtype=object,
+def _samples_frame(
+    table: pd.DataFrame,
+    sample_ids: Sequence[str],
+    patient_col: str,
+    time_col: str | None,
+    therapy_col: str | None,
+    response_col: str | None,
+) -> pd.DataFrame:
+    """The per-sample attribute frame (:data:`SAMPLE_COLUMNS`) from one row per sample.
+
+    Therapies and responses are normalized to the shared vocabulary; times must be
+    non-negative numbers when a time column is given.
+    """
+    out = pd.DataFrame(index=pd.Index([str(s) for s in sample_ids], name="sample"))
+    out["patient"] = table[patient_col].astype(str).to_numpy()
+    out["time"] = pd.to_numeric(table[time_col]).to_numpy(float) if time_col else np.nan
+    if time_col is not None and (np.isnan(out["time"]).any() or (out["time"] < 0).any()):
+        bad = out.index[np.isnan(out["time"]) | (out["time"] < 0)][0]
+        raise DataValidationError(
+            f"{time_col}: sample {bad!r} has time {out.loc[bad, 'time']}; expected days from "
+            "treatment start (>= 0)"
         )
-    else:
-        out["therapy"] = pd.Series([None] * len(order), index=out.index, dtype=object)
+    regimens = [parse_regimen(v, therapy_col) for v in table[therapy_col]] if therapy_col \
+        else [None] * len(out)
+    out["therapy"] = np.array(
+        [None if r is None else format_regimen(r) for r in regimens], dtype=object
+    )
     out["response"] = (
-        [parse_response(v, registry.response_key) for v in first[registry.response_key]]
-        if registry.response_key else np.nan
+        [parse_response(v, response_col) for v in table[response_col]]
+        if response_col else np.nan
     )
     return out
 
@@ -292,6 +299,8 @@ def sample_distributions(
     np.add.at(counts, (sample_codes[counted], cell_node[counted]), 1.0)
     n_excluded = np.bincount(sample_codes[~counted], minlength=n_samples).astype(float)
     order = [str(s) for s in sample_ids]
+    # Per-sample attributes are constant within a sample (validated), so any cell speaks.
+    first_per_sample = adata.obs.iloc[np.unique(sample_codes, return_index=True)[1]]
     _check_counts(counts, order, onto.ids, f"label_key={registry.label_key!r}")
 
     program_table = DEFAULT_PROGRAMS if programs is None else programs
@@ -305,7 +314,10 @@ def sample_distributions(
         )
 
     return SampleDistributions(
-        samples=_sample_table(adata.obs, registry, order),
+        samples=_samples_frame(
+            first_per_sample, order, registry.patient_key, registry.time_key,
+            registry.therapy_key, registry.response_key,
+        ),
         nodes=list(onto.ids),
         counts=counts,
         n_excluded=n_excluded,
@@ -384,22 +396,6 @@ def from_counts_table(
         else:
             counts[:, node_index[node]] += raw[:, j]
     _check_counts(counts, list(samples), onto.ids, "counts")
-    out = pd.DataFrame(index=pd.Index(list(samples), name="sample"))
-    out["patient"] = table[patient_col].astype(str).to_numpy()
-    out["time"] = pd.to_numeric(table[time_col]).to_numpy(float) if time_col else np.nan
-    if time_col is not None and (np.isnan(out["time"]).any() or (out["time"] < 0).any()):
-        bad = out.index[np.isnan(out["time"]) | (out["time"] < 0)][0]
-        raise DataValidationError(
-            f"{time_col}: sample {bad!r} has time {out.loc[bad, 'time']}; expected days from "
-            "treatment start (>= 0)"
-        )
-    out["therapy"] = pd.Series(
-        [None if (r := parse_regimen(v, therapy_col)) is None else format_regimen(r)
-         for v in table[therapy_col]] if therapy_col else [None] * len(out),
-        index=out.index, dtype=object,
-    )
-    out["response"] = (
-        [parse_response(v, response_col) for v in table[response_col]]
-        if response_col else np.nan
-    )
+    out = _samples_frame(table, list(samples), patient_col, time_col, therapy_col,
+                         response_col)
     return SampleDistributions(out, list(onto.ids), counts, n_excluded)
