@@ -17,6 +17,10 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks; each writes JSON with --json.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+data_app = typer.Typer(help="Data: generated cohorts.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+sim_app = typer.Typer(help="ImmuneSim: the mechanistic ground truth.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
 console = Console()
 
 
@@ -103,6 +107,119 @@ def bench_harmonize(
 
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@data_app.command("make-suite")
+def data_make_suite(
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    use_ray: Annotated[bool, typer.Option("--ray", help="Generate cohorts as Ray tasks.")] = False,
+    address: Annotated[str | None, typer.Option(help="Address of an existing Ray cluster.")
+                       ] = None,
+    n_patients: Annotated[int | None, typer.Option(help="Patients per cohort (default 60).")
+                          ] = None,
+    horizon_days: Annotated[int | None, typer.Option(help="Follow-up (default 365).")] = None,
+    cohort: Annotated[list[str] | None, typer.Option(help="Only these cohorts (repeatable).")
+                      ] = None,
+) -> None:
+    """Write the default 14-cohort suite: <name>.h5ad + <name>.truth.safetensors + suite.json."""
+    from rich.progress import Progress
+
+    from immunegym.sim.suite import make_suite, suite_specs
+
+    try:
+        specs = suite_specs(n_patients=n_patients, horizon_days=horizon_days, names=cohort)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    with Progress(console=console) as progress:
+        task = progress.add_task("cohorts", total=len(specs))
+        manifest = make_suite(out, specs, use_ray=use_ray, address=address,
+                              progress=lambda name: progress.advance(task))
+    console.print(f"wrote {len(specs)} cohorts and {manifest}")
+
+
+@bench_app.command("sim")
+def bench_sim(
+    batch: Annotated[list[int] | None, typer.Option(help="Batch sizes (repeatable).")] = None,
+    days: Annotated[int, typer.Option(help="Timed days per batch.")] = 30,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """ImmuneSim throughput (patient-days/s) and memory per patient at several batch sizes."""
+    import torch
+
+    from immunegym.benchmarks.speed import sim_speed
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = sim_speed(batches=batch or [1, 1_000, 100_000], days=days, device=device)
+    table = Table(title=f"ImmuneSim step on {device} ({result['torch_threads']} threads)")
+    for col in ("batch", "patient-days/s", "state bytes/patient"):
+        table.add_column(col, justify="right")
+    for row in result["results"]:
+        table.add_row(f"{row['batch']:,}", f"{row['patient_days_per_s']:,.0f}",
+                      f"{row['state_bytes_per_patient']:,.0f}")
+    console.print(table)
+    if json_path is not None:
+        from immunegym._atomic import atomic_path
+
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@sim_app.command("calibrate")
+def sim_calibrate(
+    n: Annotated[int, typer.Option(help="Patients per arm for the check.")] = 4000,
+    seed: Annotated[int, typer.Option(help="Seed of the check.")] = 0,
+    fit: Annotated[bool, typer.Option(help="Fit the anchor parameters first.")] = False,
+    fit_n: Annotated[int, typer.Option(help="Patients per arm while fitting.")] = 2000,
+    sweeps: Annotated[int, typer.Option(help="Gauss-Seidel sweeps over the anchors.")] = 2,
+    params_out: Annotated[Path | None, typer.Option(
+        help="Where --fit writes the parameter file (default: the packaged file).")] = None,
+    version: Annotated[str, typer.Option(help="Version written into the file.")] = "1",
+    out: Annotated[Path, typer.Option(help="Directory for the plot.")] = Path("immunegym-out"),
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Print target vs simulated (95% CI) for every anchor and write a plot; --fit refits."""
+    from immunegym._atomic import atomic_path
+    from immunegym.sim import calibrate as cal
+    from immunegym.sim.parameters import load_parameters
+
+    if n < 1 or fit_n < 1:
+        raise typer.BadParameter(f"n: expected a positive integer, got {min(n, fit_n)}")
+    params = load_parameters()
+    if fit:
+        params, record = cal.fit(params, n=fit_n, sweeps=sweeps, log=console.print)
+        target = params_out or cal.default_parameter_path()
+        cal.write_parameters(params, record, target, version)
+        console.print(f"wrote {target}")
+    checks = cal.check(params, n=n, seed=seed)
+    table = Table(title=f"ImmuneSim calibration (n={n} per arm, seed {seed})")
+    for col in ("arm", "metric", "target", "simulated (95% CI)", "tolerance", "status",
+                "median PFS (d)"):
+        table.add_column(col)
+    for c in checks:
+        status = ("ok" if c.within else "MISS") if c.anchor.fitted else "validation"
+        table.add_row(f"{c.anchor.cancer_type} {c.anchor.regimen}", c.anchor.metric,
+                      f"{c.anchor.target:.2f}",
+                      f"{c.simulated:.3f} ({c.ci[0]:.3f}-{c.ci[1]:.3f})",
+                      f"+-{c.anchor.tolerance:.2f}", status, cal.format_pfs(c.median_pfs_days))
+    console.print(table)
+    png = cal.plot_checks(checks, out / "immunesim_calibration.png")
+    console.print(f"wrote {png}")
+    if json_path is not None:
+        payload = [{"cancer_type": c.anchor.cancer_type, "regimen": c.anchor.regimen,
+                    "metric": c.anchor.metric, "target": c.anchor.target,
+                    "simulated": c.simulated, "ci95": list(c.ci),
+                    "tolerance": c.anchor.tolerance, "fitted": c.anchor.fitted,
+                    "within": c.within, "median_pfs_days": c.median_pfs_days,
+                    "source": c.anchor.source} for c in checks]
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps({"n": n, "seed": seed, "anchors": payload}, indent=2)
+                           + "\n")
+    missed = [c.anchor.label for c in checks if c.anchor.fitted and not c.within]
+    if missed:
+        console.print(f"[red]anchors outside tolerance: {missed}[/red]")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

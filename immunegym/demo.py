@@ -1,8 +1,9 @@
 """The main job behind ``make demo``.
 
-For now: the real Sade-Feldman 2018 melanoma cohort, harmonized onto the unified ontology,
-pre-treatment responders vs non-responders as a table and a stacked-bar figure. Later
-issues grow this into the full pipeline (world model, environment, planners).
+For now: (1) the real Sade-Feldman 2018 melanoma cohort, harmonized onto the unified
+ontology, pre-treatment responders vs non-responders as a table and a stacked-bar figure;
+(2) one ImmuneSim virtual patient followed under two regimens from the same hidden state.
+Later issues grow this into the full pipeline (world model, environment, planners).
 """
 
 from __future__ import annotations
@@ -86,5 +87,60 @@ def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
         groups, Path(out_dir) / "sadefeldman_pre_treatment_composition.png",
         title="Sade-Feldman 2018 melanoma, pre-treatment biopsies (harmonized)", names=names,
     )
+    console.print(f"wrote {path}")
+    simulated_patient(out_dir, console=console)
+    return path
+
+
+def simulated_patient(out_dir: str | os.PathLike[str] = "immunegym-out",
+                      console: Console | None = None,
+                      regimens: tuple[str, str] = ("anti_pd1", "anti_pd1+anti_ctla4"),
+                      cancer_type: str = "melanoma", seed: int = 2) -> Path:
+    """One virtual patient under two regimens (same patient, same hidden state, same seed).
+
+    Returns
+    -------
+    pathlib.Path
+        The PNG of composition over time and tumor burden under each regimen.
+    """
+    import pandas as pd
+    import torch
+
+    from immunegym.plots import patient_courses
+    from immunegym.sim import ImmuneSim
+    from immunegym.sim.outcomes import RESPONSE_CODES, sum_of_diameters
+    from immunegym.sim.parameters import PHENOTYPES
+    from immunegym.sim.state import compartments_to_fine
+
+    console = console or Console()
+    onto = default_ontology()
+    days = 364
+    courses = {}
+    table = Table(title=f"ImmuneSim: one {cancer_type} patient, two regimens")
+    for col in ("regimen", "best response (RECIST)", "PFS (days)", "grade>=3 irAE",
+                "tumor day 0 -> 364 (mm)"):
+        table.add_column(col)
+    for regimen in regimens:
+        sim = ImmuneSim(seed=seed)  # same seed: the same patient and the same noise
+        patients = sim.sample_patients(cancer_type, 1)
+        course = sim.run(patients, regimen, days, record_every=7)
+        fine = compartments_to_fine(torch.from_numpy(course.cells[:, 0])).numpy()
+        lineage, columns = onto.aggregate(fine, list(onto.leaves), DEMO_LEVEL)
+        fractions = pd.DataFrame(lineage / lineage.sum(-1, keepdims=True),
+                                 index=course.record_days, columns=columns)
+        burden = pd.Series(sum_of_diameters(torch.from_numpy(course.cells[:, 0, :3].sum(-1)),
+                                            sim.params.rates).numpy(),
+                           index=course.record_days)
+        courses[regimen] = (fractions, burden)
+        pfs = "censored" if not course.pfs_event[0] else f"{course.pfs_day[0]:.0f}"
+        table.add_row(regimen, RESPONSE_CODES[course.best_response[0]], pfs,
+                      "yes" if bool(course.state.irae[0]) else "no",
+                      f"{burden.iloc[0]:.0f} -> {burden.iloc[-1]:.0f}")
+    phenotype = PHENOTYPES[int(patients.phenotype[0])]
+    console.print(table)
+    names = {c: onto.node(c).name for c in DEMO_LEVEL}
+    path = patient_courses(courses, Path(out_dir) / "immunesim_patient_two_regimens.png",
+                           title=f"Virtual {cancer_type} patient ({phenotype} phenotype): "
+                                 f"{' vs '.join(regimens)}", names=names)
     console.print(f"wrote {path}")
     return path

@@ -65,3 +65,52 @@ def composition_bars(
         fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
+
+
+def patient_courses(
+    courses: Mapping[str, tuple[pd.DataFrame, pd.Series]],
+    path: str | os.PathLike[str],
+    title: str = "",
+    names: Mapping[str, str] | None = None,
+) -> Path:
+    """One patient under several regimens: composition over time and tumor burden.
+
+    Parameters
+    ----------
+    courses
+        Regimen name -> (fractions indexed by day with one column per cell type, rows
+        summing to 1; tumor burden in mm indexed by day).
+    path
+        Output PNG path (written atomically).
+    title
+        Figure title.
+    names
+        Column id -> display name for the legend.
+    """
+    columns = list(next(iter(courses.values()))[0].columns)
+    cmap = plt.get_cmap("tab20")
+    colors = [cmap(i % 20) for i in range(len(columns))]
+    fig, axes = plt.subplots(2, len(courses), figsize=(5.2 * len(courses), 6.4),
+                             sharex=True, height_ratios=[3, 1.4], squeeze=False)
+    top = max(float(burden.max()) for _, burden in courses.values())
+    for j, (regimen, (fractions, burden)) in enumerate(courses.items()):
+        ax = axes[0, j]
+        ax.stackplot(fractions.index, fractions.to_numpy().T, colors=colors,
+                     labels=[(names or {}).get(c, c) for c in columns])
+        ax.set_ylim(0, 1)
+        ax.set_title(regimen)
+        ax.set_ylabel("fraction of cells" if j == 0 else "")
+        low = axes[1, j]
+        low.plot(burden.index, burden.to_numpy(), color="k")
+        low.axhline(float(burden.iloc[0]) * 0.7, color="tab:green", ls="--", lw=0.8)
+        low.axhline(float(burden.iloc[0]) * 1.2, color="tab:red", ls="--", lw=0.8)
+        low.set_ylim(0, top * 1.1)
+        low.set_xlabel("day")
+        low.set_ylabel("sum of diameters (mm)" if j == 0 else "")
+    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,7 +50,66 @@ def harmonize_speed(n_labels: int = 1_000_000, repeats: int = 3, seed: int = 0) 
         "all_seconds": times,
         "labels_per_second": n_labels / min(times),
         "microseconds_per_distinct_label": per_distinct * 1e6,
-        "machine": f"{platform.machine()} {platform.processor() or ''} "
-                   f"{os.cpu_count()} cpus".strip(),
+        "machine": machine_info(),
         "python": platform.python_version(),
     }
+
+
+def machine_info() -> str:
+    """A one-line description of this machine (architecture, processor, CPU count)."""
+    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip()
+
+
+def sim_speed(
+    batches: Sequence[int] = (1, 1_000, 100_000),
+    days: int = 30,
+    device: str = "cpu",
+    cancer_type: str = "melanoma",
+    regimen: str = "anti_pd1+anti_ctla4",
+    seed: int = 0,
+) -> dict[str, object]:
+    """ImmuneSim step throughput (patient-days/s) and memory per patient at several batches.
+
+    Times ``days`` daily steps of the pure step function (after the day-0 burn-in, which is
+    not timed) under a combination regimen, so every drug path runs. Memory per patient is
+    the bytes of the state and parameter tensors per patient, plus the peak device memory
+    per patient on CUDA.
+    """
+    import dataclasses
+
+    import torch
+
+    from immunegym.sim import ImmuneSim
+    from immunegym.sim.therapy import dose_calendar, parse_regimen
+
+    results = []
+    for batch in batches:
+        if batch < 1:
+            raise ValueError(f"batches: expected positive batch sizes, got {batch}")
+        sim = ImmuneSim(device=device, seed=seed)
+        patients, state = sim.reset(sim.sample_patients(cancer_type, batch))
+        calendar = torch.as_tensor(dose_calendar(regimen, days), device=sim.device)
+        rules = torch.as_tensor(parse_regimen(regimen).irae_rules(), device=sim.device)
+        if sim.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for d in range(days):
+            state = sim.step(state, patients, calendar[d].expand(batch, -1), rules)
+        if sim.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+
+        def nbytes(tree) -> int:
+            return sum(getattr(tree, f.name).element_size() * getattr(tree, f.name).nelement()
+                       for f in dataclasses.fields(tree))
+
+        row = {"batch": batch, "days": days, "seconds": elapsed,
+               "patient_days_per_s": batch * days / elapsed,
+               "state_bytes_per_patient": (nbytes(state) + nbytes(patients)) / batch}
+        if sim.device.type == "cuda":
+            row["peak_device_bytes_per_patient"] = torch.cuda.max_memory_allocated() / batch
+        results.append(row)
+    return {"benchmark": "immunesim_step", "device": str(device),
+            "torch_threads": torch.get_num_threads(), "regimen": regimen,
+            "cancer_type": cancer_type, "results": results, "machine": machine_info()}

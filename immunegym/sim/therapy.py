@@ -1,0 +1,254 @@
+"""Therapies, their standard schedules, and regimens as per-day dose calendars.
+
+A :class:`TherapySchedule` says when one therapy is given (every ``interval_days`` for
+``n_doses`` doses from ``start_day``, or on explicit ``days`` with per-dose ``doses``), at what
+dose (a multiple of the standard dose; Gy per fraction for radiotherapy), and what a grade
+>= 3 immune-related adverse event does to it (``on_irae``: continue, hold or stop). A
+:class:`Regimen` is a set of schedules; :func:`parse_regimen` turns ``"anti_pd1+anti_ctla4"``
+into the standard schedules of its therapies, and :func:`dose_calendar` lays a regimen out as
+an ``(n_days, n_therapies)`` array that the step function reads one day at a time.
+
+Standard schedules (SCIENCE.md): pembrolizumab 200 mg q3w up to 35 cycles; ipilimumab 3 mg/kg
+q3w x4; platinum doublet chemotherapy q3w x4; stereotactic radiotherapy 8 Gy x 3 on
+consecutive days; targeted therapy (oral) daily until progression.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from immunegym.data.vocab import NO_THERAPY, THERAPIES
+
+IRAE_RULES: tuple[str, ...] = ("continue", "hold", "stop")
+"""What a grade >= 3 immune-related adverse event does to a therapy."""
+
+
+@dataclass(frozen=True)
+class TherapySchedule:
+    """When and how much of one therapy is given.
+
+    Attributes
+    ----------
+    therapy
+        A therapy id from :data:`immunegym.data.vocab.THERAPIES`.
+    interval_days
+        Days between doses of a repeating schedule.
+    n_doses
+        Maximum number of doses of a repeating schedule.
+    dose
+        Dose as a multiple of the standard dose (Gy per fraction for ``radio``).
+    start_day
+        Day of the first dose (day 0 is the baseline scan).
+    days
+        Explicit dose days for a custom schedule; overrides the repeating pattern.
+    doses
+        Per-dose amounts for ``days`` (defaults to ``dose`` for each).
+    on_irae
+        ``"continue"``, ``"hold"`` (pause :data:`RATES` ``irae_hold_days``, then resume) or
+        ``"stop"`` (permanent discontinuation).
+    """
+
+    therapy: str
+    interval_days: int = 21
+    n_doses: int = 1
+    dose: float = 1.0
+    start_day: int = 0
+    days: tuple[int, ...] | None = None
+    doses: tuple[float, ...] | None = None
+    on_irae: str = "continue"
+
+    def __post_init__(self) -> None:
+        if self.therapy not in THERAPIES:
+            raise ValueError(
+                f"therapy: unknown id {self.therapy!r}; expected one of {list(THERAPIES)}"
+            )
+        if self.on_irae not in IRAE_RULES:
+            raise ValueError(f"on_irae: got {self.on_irae!r}; expected one of {IRAE_RULES}")
+        if not (math.isfinite(self.dose) and self.dose >= 0):
+            raise ValueError(f"dose: expected a non-negative number, got {self.dose}")
+        if self.interval_days < 1:
+            raise ValueError(f"interval_days: expected >= 1, got {self.interval_days}")
+        if self.n_doses < 0:
+            raise ValueError(f"n_doses: expected >= 0, got {self.n_doses}")
+        if self.start_day < 0:
+            raise ValueError(f"start_day: expected >= 0, got {self.start_day}")
+        if self.days is not None:
+            if any(d < 0 for d in self.days):
+                raise ValueError(f"days: expected non-negative days, got {self.days}")
+            if self.doses is not None and len(self.doses) != len(self.days):
+                raise ValueError(
+                    f"doses: expected one dose per day ({len(self.days)}), got {len(self.doses)}"
+                )
+        if self.doses is not None:
+            if self.days is None:
+                raise ValueError("doses: per-dose amounts need explicit days")
+            bad = [d for d in self.doses if not (math.isfinite(d) and d >= 0)]
+            if bad:
+                raise ValueError(f"doses: expected non-negative numbers, got {bad}")
+
+    def dose_days(self) -> list[tuple[int, float]]:
+        """(day, dose) pairs of this schedule, in order."""
+        if self.days is not None:
+            amounts = self.doses if self.doses is not None else (self.dose,) * len(self.days)
+            return sorted(zip(self.days, amounts, strict=True))
+        return [(self.start_day + k * self.interval_days, self.dose) for k in range(self.n_doses)]
+
+    def scaled(self, dose: float) -> TherapySchedule:
+        """The same schedule at another dose multiple."""
+        from dataclasses import replace
+
+        return replace(self, dose=float(dose))
+
+
+STANDARD_SCHEDULES: dict[str, TherapySchedule] = {
+    # Pembrolizumab 200 mg q3w for up to 35 cycles; grade 3 irAE: hold, then resume.
+    "anti_pd1": TherapySchedule("anti_pd1", interval_days=21, n_doses=35, on_irae="hold"),
+    # Ipilimumab 3 mg/kg q3w x4; grade >= 3 irAE: permanent discontinuation.
+    "anti_ctla4": TherapySchedule("anti_ctla4", interval_days=21, n_doses=4, on_irae="stop"),
+    # Platinum doublet q3w x4 (KEYNOTE-024 control arm: 4-6 cycles).
+    "chemo": TherapySchedule("chemo", interval_days=21, n_doses=4),
+    # Stereotactic body radiotherapy 8 Gy x 3 to one lesion.
+    "radio": TherapySchedule("radio", dose=8.0, days=(0, 1, 2)),
+    # Oral targeted therapy, daily until progression.
+    "targeted": TherapySchedule("targeted", interval_days=1, n_doses=100_000),
+}
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """A set of therapy schedules given together.
+
+    Attributes
+    ----------
+    schedules
+        One schedule per therapy (a therapy appears at most once).
+    name
+        Display name; the canonical ``"a+b"`` text for standard regimens.
+    """
+
+    schedules: tuple[TherapySchedule, ...] = ()
+    name: str = NO_THERAPY
+
+    def __post_init__(self) -> None:
+        seen = [s.therapy for s in self.schedules]
+        dupes = sorted({t for t in seen if seen.count(t) > 1})
+        if dupes:
+            raise ValueError(f"schedules: therapy {dupes} appears more than once in a regimen")
+
+    @property
+    def therapies(self) -> tuple[str, ...]:
+        """Therapy ids in :data:`THERAPIES` order."""
+        given = {s.therapy for s in self.schedules}
+        return tuple(t for t in THERAPIES if t in given)
+
+    def irae_rules(self) -> np.ndarray:
+        """Per-therapy irAE rule codes (index into :data:`IRAE_RULES`) in THERAPIES order."""
+        rules = np.zeros(len(THERAPIES), dtype=np.int64)
+        for s in self.schedules:
+            rules[THERAPIES.index(s.therapy)] = IRAE_RULES.index(s.on_irae)
+        return rules
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_regimen(regimen: str | Regimen, *, dose: float = 1.0) -> Regimen:
+    """The standard-schedule regimen of ``"anti_pd1+anti_ctla4"``-style text.
+
+    Parameters
+    ----------
+    regimen
+        Therapy ids joined by ``"+"``, or ``"none"`` (untreated). A :class:`Regimen` is
+        returned unchanged.
+    dose
+        Dose multiple applied to every therapy (radiotherapy: multiple of 8 Gy).
+
+    Raises
+    ------
+    ValueError
+        If a component is not a therapy id (the message lists the valid ids), or the dose
+        is negative.
+    """
+    if isinstance(regimen, Regimen):
+        return regimen
+    if not isinstance(regimen, str) or not regimen.strip():
+        raise ValueError(
+            f"regimen: expected therapy ids joined by '+' or {NO_THERAPY!r}, got {regimen!r}"
+        )
+    if not (math.isfinite(dose) and dose >= 0):
+        raise ValueError(f"dose: expected a non-negative number, got {dose}")
+    text = regimen.strip()
+    if text == NO_THERAPY:
+        return Regimen((), NO_THERAPY)
+    parts = [p.strip() for p in text.split("+")]
+    unknown = [p for p in parts if p not in THERAPIES]
+    if unknown:
+        raise ValueError(
+            f"regimen: {regimen!r} contains unknown therapy {unknown}; expected ids from "
+            f"{list(THERAPIES)} joined by '+', or {NO_THERAPY!r}"
+        )
+    schedules = []
+    for therapy in THERAPIES:
+        if therapy in parts:
+            base = STANDARD_SCHEDULES[therapy]
+            schedules.append(base.scaled(base.dose * dose))
+    ordered = "+".join(s.therapy for s in schedules)
+    return Regimen(tuple(schedules), ordered)
+
+
+def dose_calendar(regimen: str | Regimen, n_days: int, *, strict: bool = True) -> np.ndarray:
+    """Lay a regimen out as daily doses.
+
+    Repeating schedules are cut at the horizon ("up to 35 cycles"); explicit dose ``days``
+    past the horizon are an error when ``strict``, since the caller asked for a dose the
+    simulation would silently never give.
+
+    Parameters
+    ----------
+    regimen
+        A :class:`Regimen` or regimen text.
+    n_days
+        Horizon in days (the calendar covers days ``0 .. n_days - 1``).
+    strict
+        Raise if a custom schedule names a day at or past the horizon.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_days, len(THERAPIES))`` float32 doses.
+    """
+    if n_days < 1:
+        raise ValueError(f"n_days: expected >= 1, got {n_days}")
+    regimen = parse_regimen(regimen)
+    calendar = np.zeros((n_days, len(THERAPIES)), dtype=np.float32)
+    for schedule in regimen.schedules:
+        column = THERAPIES.index(schedule.therapy)
+        pairs = schedule.dose_days()
+        if strict and schedule.days is not None and pairs and pairs[-1][0] >= n_days:
+            raise ValueError(
+                f"days: schedule of {schedule.therapy} gives a dose on day {pairs[-1][0]}, "
+                f"past the horizon of {n_days} days (last day {n_days - 1})"
+            )
+        if strict and schedule.days is None and schedule.n_doses and schedule.start_day >= n_days:
+            raise ValueError(
+                f"start_day: schedule of {schedule.therapy} starts on day "
+                f"{schedule.start_day}, past the horizon of {n_days} days"
+            )
+        for day, amount in pairs:
+            if day < n_days:
+                calendar[day, column] += amount
+    return calendar
+
+
+def stack_calendars(regimens: Sequence[str | Regimen], n_days: int) -> np.ndarray:
+    """``(n_regimens, n_days, n_therapies)`` calendars of several regimens."""
+    return np.stack([dose_calendar(r, n_days) for r in regimens])
+
+
+def regimen_names(regimens: Iterable[str | Regimen]) -> list[str]:
+    """Display names of regimens."""
+    return [parse_regimen(r).name for r in regimens]
