@@ -55,8 +55,12 @@ def test_lab_labels_harmonize_onto_the_ontology(cohort):
     nodes = harmonize_labels(cohort.adata.obs["cell_type"].astype(str).tolist())
     assert all(node is not None for node in nodes)
     onto = default_ontology()
-    fine = sum(onto.is_leaf(node) for node in nodes) / len(nodes)
-    assert fine > 0.9  # the Zheng convention resolves nearly every cell to a fine type
+    labels = cohort.adata.obs["cell_type"].astype(str).tolist()
+    # Zheng's T-cell codes resolve to fine types; its "DCs" / "Macrophages" stay coarse.
+    t_codes = [node for label, node in zip(labels, nodes, strict=True)
+               if label.startswith(("CD8.", "CD4."))]
+    assert t_codes and all(onto.is_leaf(node) for node in t_codes)
+    assert sum(onto.is_leaf(node) for node in nodes) / len(nodes) > 0.8
 
 
 def test_biopsy_composition_tracks_hidden_truth(cohort):
@@ -141,6 +145,7 @@ def test_make_suite_writes_valid_files_and_manifest(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+@pytest.mark.slow  # starting Ray takes tens of seconds on a 2-core machine
 def test_make_suite_on_ray_matches_serial(tmp_path):
     ray = pytest.importorskip("ray")
     specs = suite_specs(n_patients=2, horizon_days=40, names=["rcc_pd1_zheng"])

@@ -351,7 +351,7 @@ def _imaging_table(ids, course) -> pd.DataFrame:
     base = pd.DataFrame({"patient_id": ids, "day": 0, "sod_mm": course.baseline_sod})
     later = pd.DataFrame({"patient_id": [ids[p] for p in scans["patient"]],
                           "day": scans["day"], "sod_mm": scans["sod_mm"]})
-    table = pd.concat([base, later], ignore_index=True)
+    table = pd.concat([base, later], ignore_index=True) if len(later) else base
     return table.sort_values(["patient_id", "day"], kind="stable").reset_index(drop=True)
 
 

@@ -361,7 +361,18 @@ class Dynamics:
         alpha[:, :N_CLONES] = alpha_tumor[:, None]
         beta = alpha / r["radio_alpha_beta"]
         survival = torch.exp(-(alpha * gy[:, None] + beta * gy[:, None].square()))
-        radio_keep = 1 - r["radio_field_fraction"] * (1 - survival)
+        # The field is one lesion: a new course irradiates `radio_field_fraction` of the
+        # burden; later fractions of the course hit what survives in that same field.
+        new_course = state.radio_boost < 0.05
+        share = torch.where(new_course, torch.full_like(state.field_share,
+                                                        r["radio_field_fraction"]),
+                            state.field_share)
+        irradiated = gy > 0
+        radio_keep = torch.where(irradiated[:, None], 1 - share[:, None] * (1 - survival),
+                                 torch.ones_like(survival))
+        tumor_keep = radio_keep[:, 0]
+        field_share = torch.where(irradiated, share * survival[:, 0] / tumor_keep,
+                                  state.field_share)
         before_radio = new_cells[:, :N_CLONES].sum(-1)
         new_cells = new_cells * radio_keep
         radio_killed = before_radio - new_cells[:, :N_CLONES].sum(-1)
@@ -407,7 +418,7 @@ class Dynamics:
         new_cells = torch.where(keep[:, None], new_cells, cells)
         return SimState(
             cells=new_cells, antibody=antibody, chemo=chemo, targeted=targeted,
-            antigen_release=antigen_release, radio_boost=radio_boost,
+            antigen_release=antigen_release, radio_boost=radio_boost, field_share=field_share,
             day=state.day + 1, alive=alive, death_day=death_day, irae=irae,
             irae_day=irae_day, hold_until=hold_until, stopped=stopped,
         )

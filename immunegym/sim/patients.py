@@ -162,6 +162,7 @@ def initial_state(
         targeted=torch.zeros(n, device=device),
         antigen_release=torch.zeros(n, device=device),
         radio_boost=torch.zeros(n, device=device),
+        field_share=torch.zeros(n, device=device),
         day=torch.full((n,), -burn_in_days, dtype=torch.long, device=device),
         alive=torch.ones(n, dtype=torch.bool, device=device),
         death_day=torch.full((n,), -1, dtype=torch.long, device=device),

@@ -104,6 +104,8 @@ class SimState(_TensorTree):
         ``(n,)`` smoothed fraction of tumor killed per day by chemo / radiotherapy.
     radio_boost
         ``(n,)`` decaying radiotherapy-induced cDC1 recruitment signal.
+    field_share
+        ``(n,)`` share of tumor cells inside the irradiated field during a course.
     day
         ``(n,)`` long, days since baseline (negative during burn-in).
     alive
@@ -126,6 +128,7 @@ class SimState(_TensorTree):
     targeted: torch.Tensor
     antigen_release: torch.Tensor
     radio_boost: torch.Tensor
+    field_share: torch.Tensor
     day: torch.Tensor
     alive: torch.Tensor
     death_day: torch.Tensor
