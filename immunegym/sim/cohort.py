@@ -182,7 +182,7 @@ class Cohort:
         directory = Path(directory)
         h5ad = directory / f"{self.spec.name}.h5ad"
         with atomic_path(h5ad) as tmp:
-            self.adata.write_h5ad(tmp)
+            self.adata.write_h5ad(tmp, compression="gzip")
         truth = self.truth.save(directory / f"{self.spec.name}.truth.safetensors")
         return h5ad, truth
 
