@@ -314,8 +314,7 @@ class Dynamics:
         sd = r["environmental_noise"]
         env = torch.exp(sd * noise - 0.5 * sd * sd)
         factor = torch.ones_like(cells)
-        lymph_in = patients.infiltration[:, None]
-        factor[:, [_MEM, _NK, _B]] = lymph_in
+        factor[:, [_MEM, _NK, _B]] = patients.infiltration[:, None]
         factor[:, _CD4] = patients.infiltration * (1 + r["ctla4_cd4_boost"] * sig.occupancy_ctla4)
         factor[:, _TREG] = patients.infiltration * patients.treg * (
             1 + r["ctla4_treg_recruitment"] * sig.occupancy_ctla4)

@@ -143,9 +143,8 @@ def initial_state(
     # Start near balance; the burn-in settles the nonlinear parts.
     cells += dynamics.recruit / dynamics.death.clamp_min(1e-6) * tumor[:, None] * (
         dynamics.recruit > 0)
-    lymph = patients.infiltration[:, None]
     for name in ("cd8_memory", "cd4_helper", "treg", "nk", "b_cell"):
-        cells[:, IDX[name]] *= lymph[:, 0]
+        cells[:, IDX[name]] *= patients.infiltration
     cells[:, IDX["cdc1"]] *= patients.cdc1
     cells[:, IDX["fibroblast"]] *= patients.caf
     cells[:, IDX["macrophage_m1"]] = 0.2 * DENSITY["macrophage"] * tumor

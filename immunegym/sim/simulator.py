@@ -223,8 +223,7 @@ class ImmuneSim:
             sig = self.dynamics.signals(s, patients)
             rec_days.append(day)
             rec_cells.append(s.cells.clone())
-            rec_signals.append(torch.stack([getattr(sig, k) if k != "ifn_gamma"
-                                            else sig.ifn_gamma for k in SIGNAL_NAMES], -1))
+            rec_signals.append(torch.stack([getattr(sig, k) for k in SIGNAL_NAMES], -1))
 
         if record_every:
             record(0, state)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -99,8 +99,6 @@ class TherapySchedule:
 
     def scaled(self, dose: float) -> TherapySchedule:
         """The same schedule at another dose multiple."""
-        from dataclasses import replace
-
         return replace(self, dose=float(dose))
 
 
