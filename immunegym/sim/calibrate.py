@@ -25,10 +25,9 @@ import numpy as np
 from scipy.optimize import brentq
 
 from immunegym._atomic import atomic_path
-from immunegym.sim.outcomes import CR, PR
 from immunegym.sim.parameters import PARAMETER_FILE, ParameterSet, load_parameters
 from immunegym.sim.simulator import TRIAL_IMAGING, ImmuneSim
-from immunegym.sim.trial import FOLLOW_UP_DAYS, km_median, proportion_ci
+from immunegym.sim.trial import FOLLOW_UP_DAYS, TrialResult, summarize
 
 
 @dataclass(frozen=True)
@@ -107,20 +106,6 @@ VALIDATION: tuple[Anchor, ...] = (
 """Combination arms: reported against published figures, never fitted."""
 
 
-@dataclass(frozen=True)
-class ArmResult:
-    """Simulated statistics of one arm."""
-
-    cancer_type: str
-    regimen: str
-    n: int
-    orr: float
-    orr_ci: tuple[float, float]
-    grade3_irae_rate: float
-    grade3_irae_ci: tuple[float, float]
-    median_pfs_days: float
-
-
 def simulate_arms(
     params: ParameterSet,
     arms: Sequence[tuple[str, str]],
@@ -128,7 +113,7 @@ def simulate_arms(
     seed: int,
     days: int = FOLLOW_UP_DAYS,
     device: str = "cpu",
-) -> dict[tuple[str, str], ArmResult]:
+) -> dict[tuple[str, str], TrialResult]:
     """Simulate several (cancer type, regimen) arms in one batch.
 
     Patients are drawn arm by arm from one seeded generator, so with the same seed and ``n``
@@ -141,16 +126,8 @@ def simulate_arms(
     group = np.repeat(np.arange(len(arms)), n)
     course = sim.run(patients, [regimen for _, regimen in arms], days, group=group,
                      imaging=TRIAL_IMAGING)
-    irae = course.state.irae.cpu().numpy()
-    out = {}
-    for k, arm in enumerate(arms):
-        rows = group == k
-        responders = int(np.isin(course.best_response[rows], (PR, CR)).sum())
-        events = int(irae[rows].sum())
-        median, _ = km_median(course.pfs_day[rows], course.pfs_event[rows])
-        out[arm] = ArmResult(arm[0], arm[1], n, responders / n, proportion_ci(responders, n),
-                             events / n, proportion_ci(events, n), median)
-    return out
+    return {arm: summarize(course, group == k, cancer_type=arm[0], regimen=arm[1], seed=seed)
+            for k, arm in enumerate(arms)}
 
 
 def _get(params: ParameterSet, key: str) -> float:

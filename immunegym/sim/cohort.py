@@ -27,6 +27,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 
 from immunegym.data.schema import setup_anndata
 from immunegym.data.storage import load_arrays, save_arrays
@@ -210,7 +211,7 @@ def simulate_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
     course = sim.run(patients, list(spec.regimens), spec.horizon_days, group=arm,
                      imaging=COHORT_IMAGING, record_every=1, record_given=True)
     patients = course.patients
-    fine = compartments_to_fine_np(course.cells)
+    fine = compartments_to_fine(torch.from_numpy(course.cells)).numpy()
     composition = fine / np.clip(fine.sum(-1, keepdims=True), 1.0, None)
     tumor = course.cells[:, :, :3].sum(-1)
     death_day = course.state.death_day.cpu().numpy()
@@ -321,13 +322,6 @@ def make_cohort(
     spec = CohortSpec(name or f"{cancer_type}-{lab}-{seed}", cancer_type, regimens, lab,
                       n_patients, seed, horizon_days)
     return simulate_cohort(spec, params=params, device=device).adata
-
-
-def compartments_to_fine_np(cells: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`immunegym.sim.state.compartments_to_fine`."""
-    import torch
-
-    return compartments_to_fine(torch.from_numpy(cells)).numpy()
 
 
 def _patient_table(ids, arm, regimen_names, course, responder) -> pd.DataFrame:

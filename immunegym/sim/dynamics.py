@@ -200,11 +200,6 @@ class Dynamics:
         m1_kill = r["m1_kill_max"] * m1_ratio / (m1_ratio + r["m1_kill_half_ratio"])
         return nk_kill, m1_kill
 
-    def immune_kill(self, state: SimState, patients: Patients) -> torch.Tensor:
-        """``(n,)`` total daily immune kill of a therapy-sensitive tumor cell, no drugs."""
-        nk_kill, m1_kill = self.innate_kill(state, patients)
-        return self.signals(state, patients).cd8_kill + nk_kill + m1_kill
-
     def priming(self, state: SimState, patients: Patients,
                 sig: Signals) -> tuple[torch.Tensor, torch.Tensor]:
         """``(n,)`` Tpex inflow per day from priming, and the CD4 help factor.

@@ -16,7 +16,6 @@ consecutive days; targeted therapy (oral) daily until progression.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -240,13 +239,3 @@ def dose_calendar(regimen: str | Regimen, n_days: int, *, strict: bool = True) -
             if day < n_days:
                 calendar[day, column] += amount
     return calendar
-
-
-def stack_calendars(regimens: Sequence[str | Regimen], n_days: int) -> np.ndarray:
-    """``(n_regimens, n_days, n_therapies)`` calendars of several regimens."""
-    return np.stack([dose_calendar(r, n_days) for r in regimens])
-
-
-def regimen_names(regimens: Iterable[str | Regimen]) -> list[str]:
-    """Display names of regimens."""
-    return [parse_regimen(r).name for r in regimens]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from immunegym.sim.outcomes import CR, PR, RESPONSE_CODES
@@ -100,7 +101,9 @@ def summarize(sim: Simulation, rows: np.ndarray | slice = slice(None), *, cancer
     responders = int(np.isin(best, (PR, CR)).sum())
     irae = sim.state.irae.cpu().numpy()[rows]
     median, median_ci = km_median(sim.pfs_day[rows], sim.pfs_event[rows])
-    p = sim.patients.index(rows) if not isinstance(rows, slice) else sim.patients
+    p = sim.patients
+    if not isinstance(rows, slice):
+        p = p.index(torch.as_tensor(rows, device=p.cancer.device))
     table = pd.DataFrame({
         "phenotype": [PHENOTYPES[i] for i in p.phenotype.cpu().numpy()],
         "antigenicity": p.antigenicity.cpu().numpy(),
