@@ -224,3 +224,98 @@ def sim_calibrate(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="Training recipe (TOML), e.g. "
+                                         "immunegym/world_model/configs/default.toml.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
+    num_workers: Annotated[int, typer.Option(help="Ray Train workers (1 = train in this "
+                                             "process).")] = 1,
+    address: Annotated[str | None, typer.Option(help="Address of an existing Ray cluster.")
+                       ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    log_dir: Annotated[Path, typer.Option(help="TensorBoard log directory.")
+                       ] = Path("immunegym-out/tensorboard"),
+) -> None:
+    """Train the world model from a recipe; writes safetensors + config + model card."""
+    import sys
+
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from immunegym.world_model.recipe import Recipe, run_recipe
+
+    try:
+        recipe = Recipe.load(config)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    if num_workers < 1:
+        raise typer.BadParameter(f"--num-workers: expected >= 1, got {num_workers}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn(
+        "{task.completed}/{task.total} {task.fields[info]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        data_task = progress.add_task("cohorts", total=None, info="")
+        tasks = {m: progress.add_task(f"member {m}", total=recipe.train.epochs, info="")
+                 for m in range(recipe.n_members)}
+
+        def on_epoch(member: int, record) -> None:
+            progress.update(tasks[member], completed=record.epoch + 1,
+                            info=f"train {record.train_loss:.3f} val {record.val_loss:.3f}")
+
+        model = run_recipe(recipe, out, num_workers=num_workers, address=address,
+                           device=device, log_dir=log_dir, on_epoch=on_epoch,
+                           progress=lambda name: progress.update(data_task, advance=1,
+                                                                 info=name),
+                           command=" ".join(["immunegym", *sys.argv[1:]]))
+    console.print(f"{model!r}\nwrote {out} (TensorBoard logs: {log_dir})")
+
+
+@bench_app.command("world-model")
+def bench_world_model(
+    json_path: Annotated[Path, typer.Option("--json", help="Write results here.")],
+    quick: Annotated[bool, typer.Option(help="Held-out split of the default suite only, "
+                                        "fewer samples: a few minutes on CPU.")] = False,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint directory (default: "
+                                                    "the pretrained model).")] = None,
+    suite: Annotated[Path | None, typer.Option(help="Read the default suite from this "
+                                               "directory instead of generating it.")] = None,
+    speed: Annotated[bool, typer.Option(help="Also time forward throughput.")] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """World model vs persistence, ridge and cohort-mean baselines on held-out patients."""
+    from rich.progress import Progress
+
+    from immunegym._atomic import atomic_path
+    from immunegym.benchmarks.world_model import run_benchmark
+    from immunegym.world_model import load
+
+    model = load(checkpoint, device=device)
+    with Progress(console=console) as progress:
+        task = progress.add_task("cohorts", total=None)
+        result = run_benchmark(model, quick=quick, suite_dir=suite,
+                               progress=lambda name: progress.advance(task))
+    if speed:
+        from immunegym.benchmarks.speed import world_model_speed
+
+        result["speed"] = world_model_speed(model, batches=(1, 256) if quick else
+                                            (1, 256, 4096))
+    table = Table(title=f"world model vs baselines ({result['main_set']}, tree-W1, lower is "
+                        "better)")
+    for col in ("horizon", "world_model", "persistence", "ridge", "cohort_mean", "gain"):
+        table.add_column(col, justify="right")
+    for key in ("one_step", "rollout_6"):
+        row = result[key]
+        table.add_row(key, *(f"{row[m]:.3f}" for m in ("world_model", "persistence", "ridge",
+                                                       "cohort_mean")),
+                      f"{row['improvement_vs_best_baseline']:+.0%}")
+    console.print(table)
+    console.print(f"coverage90 {result['coverage90']:.3f}  ({result['n_origins']} origins, "
+                  f"{result['n_patients']} patients, {result['seconds']:.0f} s)")
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {json_path}")

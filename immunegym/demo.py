@@ -2,8 +2,9 @@
 
 For now: (1) the real Sade-Feldman 2018 melanoma cohort, harmonized onto the unified
 ontology, pre-treatment responders vs non-responders as a table and a stacked-bar figure;
-(2) one ImmuneSim virtual patient followed under two regimens from the same hidden state.
-Later issues grow this into the full pipeline (world model, environment, planners).
+(2) one ImmuneSim virtual patient followed under two regimens from the same hidden state;
+(3) the pretrained world model forecasting a held-out patient from its baseline biopsy,
+against ImmuneSim's truth. Later issues add the environment and planners.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from immunegym.data.distributions import sample_distributions
 from immunegym.data.real import sade_feldman_cells
-from immunegym.ontology import default_ontology, harmonization_report
+from immunegym.ontology import FINE_TYPES, default_ontology, harmonization_report, tree_wasserstein
 from immunegym.plots import composition_bars
 
 DEMO_LEVEL: tuple[str, ...] = (
@@ -25,6 +26,8 @@ DEMO_LEVEL: tuple[str, ...] = (
     "malignant", "stromal",
 )
 """A readable cut: CD8 states, CD4 states, other lineages; tree nodes, not new labels."""
+
+FINE_TYPES_INDEX = {t: i for i, t in enumerate(FINE_TYPES)}
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
@@ -89,6 +92,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
     )
     console.print(f"wrote {path}")
     simulated_patient(out_dir, console=console)
+    held_out_forecast(out_dir, console=console)
     return path
 
 
@@ -142,5 +146,83 @@ def simulated_patient(out_dir: str | os.PathLike[str] = "immunegym-out",
     path = patient_courses(courses, Path(out_dir) / "immunesim_patient_two_regimens.png",
                            title=f"Virtual {cancer_type} patient ({phenotype} phenotype): "
                                  f"{' vs '.join(regimens)}", names=names)
+    console.print(f"wrote {path}")
+    return path
+
+
+FORECAST_TYPES: tuple[str, ...] = (
+    "malignant", "cd8_effector", "cd8_tpex", "cd8_tex", "treg", "macrophage_m2", "fibroblast",
+)
+
+
+def held_out_forecast(out_dir: str | os.PathLike[str] = "immunegym-out",
+                      console: Console | None = None, cycles: int = 12, seed: int = 4242,
+                      checkpoint: str | os.PathLike[str] | None = None) -> Path:
+    """The pretrained world model forecasts a patient it never saw; ImmuneSim says what was.
+
+    A fresh melanoma cohort under anti-PD-1 + anti-CTLA-4 (a seed outside the training
+    suite) is simulated; the model sees one patient's baseline biopsy and scan only and
+    rolls out ``cycles`` 21-day cycles under the therapy the patient actually got.
+
+    Returns
+    -------
+    pathlib.Path
+        The PNG of predicted (mean, 90% band) vs true trajectories.
+    """
+    import numpy as np
+    import torch
+
+    from immunegym.plots import forecast_vs_truth
+    from immunegym.sim.cohort import CohortSpec, simulate_cohort
+    from immunegym.sim.outcomes import sum_of_diameters
+    from immunegym.sim.parameters import load_parameters
+    from immunegym.world_model import build_timelines, load
+    from immunegym.world_model.timelines import CYCLE_DAYS
+
+    console = console or Console()
+    model = load(checkpoint)
+    cohort = simulate_cohort(CohortSpec("demo_heldout", "melanoma", ("anti_pd1+anti_ctla4",),
+                                        "tme_fine", n_patients=8, seed=seed,
+                                        horizon_days=cycles * CYCLE_DAYS + 7))
+    tl = build_timelines(cohort.adata)
+    truth = cohort.truth
+    rates = load_parameters().rates
+    sod = sum_of_diameters(torch.as_tensor(truth.tumor_cells), rates).numpy()
+    # The patient whose tumor changes most: the forecast has something to get right.
+    change = np.abs(np.log1p(sod[-1]) - np.log1p(sod[0]))
+    patient = int(np.argmax(np.where(truth.alive[-1], change, -1)))
+    context = tl.subset([patient])
+    first = float(context.days[0, 0])
+    context = context.truncate(np.array([first], dtype=np.float32))
+    doses = model.actual_doses(context, torch.tensor([first]), cycles)
+    samples = model.rollout(context, doses, n_samples=64, noise="both", seed=seed)
+    mean = model.rollout(context, doses, noise="none")
+    columns = [FINE_TYPES_INDEX[t] for t in FORECAST_TYPES]
+    lo, hi = samples.interval(0.9)
+    burden_samples = np.expm1(samples.burden[:, 0].numpy())
+    full = tl.subset([patient])
+    obs = full.comp_observed[0].numpy()
+    observed = (full.counts[0] / full.counts[0].sum(-1, keepdim=True).clamp_min(1)).numpy()
+    days = np.concatenate([[first], mean.days[0].numpy()])
+    base = observed[0]
+    path = forecast_vs_truth(
+        truth.days, truth.composition[:, patient][:, columns], sod[:, patient], days,
+        np.vstack([base, mean.compositions.mean(0)[0].numpy()])[:, columns],
+        np.vstack([base, lo[0].numpy()])[:, columns], np.vstack([base, hi[0].numpy()])[:, columns],
+        np.concatenate([[np.expm1(float(context.burden[0, 0]))],
+                        np.expm1(mean.burden.mean(0)[0].numpy())]),
+        np.concatenate([[np.nan], np.quantile(burden_samples, 0.05, axis=0)]),
+        np.concatenate([[np.nan], np.quantile(burden_samples, 0.95, axis=0)]),
+        full.days[0].numpy()[obs], observed[obs][:, columns],
+        full.days[0].numpy()[full.burden_observed[0].numpy()],
+        np.expm1(full.burden[0].numpy()[full.burden_observed[0].numpy()]),
+        list(FORECAST_TYPES), {t: default_ontology().node(t).name for t in FORECAST_TYPES},
+        Path(out_dir) / "world_model_heldout_forecast.png",
+        title=f"World model vs ImmuneSim: held-out melanoma patient, anti-PD-1 + anti-CTLA-4, "
+              f"{cycles} cycles from the baseline biopsy")
+    w1 = tree_wasserstein(mean.compositions.mean(0)[0].numpy() + 1e-12,
+                          truth.composition[mean.days[0].numpy().astype(int), patient])
+    console.print(f"world model forecast of a held-out patient: tree-W1 to the truth "
+                  f"{w1[0]:.3f} (cycle 1) -> {w1[-1]:.3f} (cycle {cycles})")
     console.print(f"wrote {path}")
     return path

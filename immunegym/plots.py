@@ -114,3 +114,43 @@ def patient_courses(
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def forecast_vs_truth(
+    truth_days, truth_comp, truth_burden, forecast_days, mean_comp, lo_comp, hi_comp,
+    mean_burden, lo_burden, hi_burden, observed_days, observed_comp, scan_days, scan_burden,
+    types: list[str], names: Mapping[str, str], path: str | os.PathLike[str], title: str = "",
+) -> Path:
+    """Panels of predicted (mean and 90% band) vs true fractions of some types, and burden.
+
+    Arrays: ``truth_comp (D, T)``, ``mean/lo/hi_comp (H, T)``, ``observed_comp (B, T)`` over
+    the ``types`` columns; burdens in mm.
+    """
+    n = len(types) + 1
+    cols = 4
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    panels = [(t, truth_comp[:, i], mean_comp[:, i], lo_comp[:, i], hi_comp[:, i],
+               observed_comp[:, i], observed_days, "fraction") for i, t in enumerate(types)]
+    panels.append(("tumor burden", truth_burden, mean_burden, lo_burden, hi_burden,
+                   scan_burden, scan_days, "sum of diameters (mm)"))
+    for ax, (name, truth, mean, lo, hi, obs, obs_days, unit) in zip(axes.flat, panels,
+                                                                   strict=False):
+        ax.plot(truth_days, truth, color="black", lw=1.2, label="ImmuneSim truth")
+        ax.fill_between(forecast_days, lo, hi, color="tab:blue", alpha=0.25, label="90% band")
+        ax.plot(forecast_days, mean, color="tab:blue", lw=1.5, label="world model")
+        ax.scatter(obs_days, obs, color="tab:red", s=14, zorder=3, label="observed")
+        ax.set_title(names.get(name, name), fontsize=9)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="best")
+    for ax in axes[-1]:
+        ax.set_xlabel("day", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return Path(path)

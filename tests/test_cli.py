@@ -60,6 +60,9 @@ def test_demo_writes_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mean R" in result.output and "mean NR" in result.output
     assert "Exhausted/HS CD8+ T cells" in result.output.replace("\n", " ") or "G9" in result.output
+    forecast = tmp_path / "out" / "world_model_heldout_forecast.png"
+    assert forecast.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "world model forecast of a held-out patient" in result.output
 
 
 def test_bench_harmonize_writes_json(tmp_path):
@@ -69,3 +72,38 @@ def test_bench_harmonize_writes_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = pd.read_json(out, typ="series")
     assert data["n_labels"] == 20000 and data["best_seconds"] > 0
+
+
+def test_train_and_bench_world_model_commands(tmp_path):
+    import json
+
+    from immunegym.sim.suite import make_suite, suite_specs
+
+    suite = tmp_path / "suite"
+    make_suite(suite, suite_specs(n_patients=5, horizon_days=160))
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        f'[data]\nsuite = "{suite}"\n[split]\ntest_fraction = 0.3\nval_fraction = 0.2\n'
+        "[model]\nn_members = 2\nd_model = 16\nn_heads = 2\nn_layers = 1\nd_ff = 32\n"
+        "[train]\nepochs = 2\nbatch_size = 16\n")
+    out = tmp_path / "ckpt"
+    result = runner.invoke(app, ["train", "--config", str(recipe), "--out", str(out),
+                                 "--device", "cpu", "--log-dir", str(tmp_path / "tb")],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "training.json").read_text())
+    assert card["split"]["n_test"] > 0 and card["data"]["n_patients"] == 70
+    assert list((tmp_path / "tb" / "member1").glob("events.out.tfevents.*"))
+    bench = tmp_path / "wm.json"
+    result = runner.invoke(app, ["bench", "world-model", "--quick", "--json", str(bench),
+                                 "--checkpoint", str(out), "--suite", str(suite),
+                                 "--no-speed"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    data = json.loads(bench.read_text())
+    assert set(data["rollout_6"]) >= {"world_model", "persistence", "ridge", "cohort_mean"}
+    assert 0 <= data["coverage90"] <= 1 and data["n_origins"] > 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nwidth = 3\n")
+    result = runner.invoke(app, ["train", "--config", str(bad), "--out", str(out)],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "unknown keys ['width']" in result.output

@@ -113,3 +113,87 @@ def sim_speed(
     return {"benchmark": "immunesim_step", "device": str(device),
             "torch_threads": torch.get_num_threads(), "regimen": regimen,
             "cancer_type": cancer_type, "results": results, "machine": machine_info()}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Measured float32 matmul throughput (FLOP/s) of this machine: the best of ``repeats``."""
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, generator=gen, device=device)
+    b = torch.randn(n, n, generator=gen, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def world_model_speed(model, batches: Sequence[int] = (1, 256, 4096), history: int = 8,
+                      repeats: int = 3) -> dict[str, object]:
+    """Forward throughput of one world-model member (patient-steps/s) at several batches.
+
+    A patient-step is one next-cycle prediction from a history of ``history`` time points
+    (the whole history is re-encoded, as :meth:`WorldModel.rollout` does). FLOPs per step
+    are counted by ``torch.utils.flop_counter``; the fraction of peak compares achieved
+    FLOP/s with a measured float32 matmul.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from immunegym.world_model.module import TokenInputs
+
+    module = model.members[0].eval()
+    cfg = module.config
+    device = model.device
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def inputs(b: int) -> TokenInputs:
+        k, g, r = cfg.n_types, cfg.n_programs, cfg.n_therapies
+        frac = torch.rand(b, history, k, generator=gen, device=device)
+        frac = frac / frac.sum(-1, keepdim=True)
+        ones = torch.ones(b, history, k, dtype=torch.bool, device=device)
+        return TokenInputs(
+            fractions=frac, resolved=ones, block_log_mass=torch.log(frac + 1e-3),
+            programs=torch.rand(b, history, k, g, generator=gen, device=device),
+            program_mask=ones, comp_observed=ones[..., 0], burden=torch.full(
+                (b, history), 3.5, device=device), burden_observed=ones[..., 0],
+            predicted=~ones[..., 0], days=torch.arange(history, device=device).float().expand(
+                b, -1) * 21, next_dt=torch.full((b, history), 21.0, device=device),
+            next_dose=torch.zeros(b, history, r, device=device),
+            exposure=torch.zeros(b, history, r, device=device),
+            cancer=torch.zeros(b, cfg.n_cancer_types, device=device))
+
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            module(inputs(1))
+        flops_per_step = counter.get_total_flops()
+        peak = matmul_peak(device=str(device) if device.type == "cuda" else "cpu")
+        rows = []
+        for batch in batches:
+            x = inputs(batch)
+            module(x)  # warm-up
+            best = float("inf")
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                module(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - start)
+            rate = batch / best
+            rows.append({"batch": batch, "seconds": best, "patient_steps_per_s": rate,
+                         "achieved_flops_per_s": rate * flops_per_step,
+                         "fraction_of_matmul_peak": rate * flops_per_step / peak})
+    return {"benchmark": "world_model_forward", "device": str(device), "history": history,
+            "torch_threads": torch.get_num_threads(),
+            "parameters_per_member": model.num_parameters(),
+            "flops_per_step": flops_per_step, "matmul_peak_flops_per_s": peak,
+            "results": rows, "machine": machine_info()}

@@ -5,6 +5,7 @@ The ontology is a tree of cell types with Cell Ontology ids (:mod:`.nodes`, :mod
 """
 
 from immunegym.ontology.conventions import CONVENTIONS, get_convention
+from immunegym.ontology.distance import subtree_matrix, tree_wasserstein
 from immunegym.ontology.harmonize import (
     HarmonizationReport,
     Harmonizer,
@@ -36,5 +37,7 @@ __all__ = [
     "get_convention",
     "harmonization_report",
     "harmonize_labels",
+    "subtree_matrix",
     "tokenize",
+    "tree_wasserstein",
 ]

@@ -1,0 +1,443 @@
+"""Data registration for the world model: observed patient timelines.
+
+A timeline is what a lab knows about one patient, in time order: biopsies (a composition
+over the 20 fine types, with program scores), imaging (sum of diameters), and the therapy
+given in every 21-day cycle. Biopsy and scan days are merged into one sequence of time
+points; each point may have a composition, a burden, or both (masks say which).
+
+A lab that labels coarser than the fine types (say "Myeloid") does not tell us how that mass
+splits over its leaves. Such a sample is kept honestly: the leaves under the coarse label
+form one *block* whose total is observed, and the likelihood is evaluated on blocks (the
+Dirichlet-multinomial is closed under merging categories), never on an invented split.
+
+This module only reads what a lab would have: AnnData cells, ``uns["imaging"]`` and
+``uns["therapy_cycles"]``. ImmuneSim's hidden truth never enters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from immunegym.data.distributions import SampleDistributions, sample_distributions
+from immunegym.data.schema import DataValidationError, get_fields
+from immunegym.data.storage import load_arrays, save_arrays
+from immunegym.data.vocab import THERAPIES, parse_regimen
+from immunegym.ontology import FINE_TYPES, default_ontology
+
+CYCLE_DAYS = 21
+"""Days per treatment cycle: one world-model step in a rollout."""
+
+COARSE_MIN_FRACTION = 0.01
+"""Cells labeled at a coarse node below this fraction of a sample are dropped as
+misannotation rather than merging a whole subtree into one block."""
+
+STANDARD_CYCLE_DOSE: dict[str, float] = {
+    "anti_pd1": 1.0, "anti_ctla4": 1.0, "chemo": 1.0, "radio": 24.0, "targeted": 21.0,
+}
+"""Amount given in one standard cycle (dose multiples; Gy for radiotherapy; daily doses for
+targeted therapy): dose intensity 1.0 means one standard cycle of that therapy."""
+
+_KIND = "WorldModelTimelines"
+_ARRAYS = (
+    "days", "valid", "comp_observed", "counts", "block", "fractions", "resolved",
+    "program_scores", "program_mask", "burden", "burden_observed", "cycle_doses",
+)
+
+
+@dataclass
+class Timelines:
+    """Padded observed timelines of ``P`` patients, ``L`` time points, ``K`` fine types.
+
+    Attributes
+    ----------
+    patients
+        One row per patient: ``patient_id``, ``cohort``, ``cancer_type``, ``lab``,
+        ``regimen``, ``response`` (1/0/NaN).
+    programs
+        Program names of ``program_scores``.
+    days
+        ``(P, L)`` float32 days since treatment start.
+    valid
+        ``(P, L)`` bool, False at padding.
+    comp_observed
+        ``(P, L)`` bool, a biopsy exists at this time point.
+    counts
+        ``(P, L, K)`` float32 cells per block, stored at the block's first leaf (0 elsewhere).
+    block
+        ``(P, L, K)`` int64 index of the first leaf of each leaf's block (itself when the
+        leaf was resolved).
+    fractions
+        ``(P, L, K)`` float32 input composition: resolved leaves as observed, a block's mass
+        spread evenly over its leaves (flagged by ``resolved``).
+    resolved
+        ``(P, L, K)`` bool, the leaf was counted on its own.
+    program_scores
+        ``(P, L, K, G)`` float32 mean program score of the cells labeled at each leaf (0 where
+        ``program_mask`` is False).
+    program_mask
+        ``(P, L, K)`` bool.
+    burden
+        ``(P, L)`` float32 ``log1p`` of the sum of diameters in mm (0 where unobserved).
+    burden_observed
+        ``(P, L)`` bool, a scan exists at this time point.
+    cycle_doses
+        ``(P, C, R)`` float32 dose intensity of each therapy in each 21-day cycle (1.0 = a
+        standard cycle, :data:`STANDARD_CYCLE_DOSE`).
+    """
+
+    patients: pd.DataFrame
+    programs: tuple[str, ...]
+    days: torch.Tensor
+    valid: torch.Tensor
+    comp_observed: torch.Tensor
+    counts: torch.Tensor
+    block: torch.Tensor
+    fractions: torch.Tensor
+    resolved: torch.Tensor
+    program_scores: torch.Tensor
+    program_mask: torch.Tensor
+    burden: torch.Tensor
+    burden_observed: torch.Tensor
+    cycle_doses: torch.Tensor
+
+    types: tuple[str, ...] = FINE_TYPES
+    therapies: tuple[str, ...] = THERAPIES
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    @property
+    def patient_ids(self) -> list[str]:
+        """Patient ids in row order."""
+        return [str(p) for p in self.patients["patient_id"]]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(P,)`` number of time points per patient."""
+        return self.valid.sum(1)
+
+    def subset(self, rows: Sequence[int] | np.ndarray | torch.Tensor) -> Timelines:
+        """The patients at ``rows`` (in that order), trimmed to their longest timeline."""
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        length = int(self.valid[index].sum(1).max()) if len(index) else 0
+        out = {}
+        for name in _ARRAYS:
+            value = getattr(self, name)[index]
+            out[name] = value if name == "cycle_doses" else value[:, :length]
+        return Timelines(self.patients.iloc[index.numpy()].reset_index(drop=True),
+                         self.programs, **out)
+
+    def truncate(self, last_day: torch.Tensor | np.ndarray) -> Timelines:
+        """Observations up to and including ``last_day`` per patient (``(P,)`` days).
+
+        Points after the day become padding; every patient keeps at least one point.
+        """
+        last = torch.as_tensor(np.asarray(last_day, dtype=np.float32))
+        keep = self.valid & (self.days <= last[:, None])
+        if not bool(keep[:, 0].all()):
+            bad = int(torch.nonzero(~keep[:, 0])[0, 0])
+            raise ValueError(
+                f"last_day: patient {self.patient_ids[bad]!r} has no observation on or before "
+                f"day {float(last[bad])}; expected a day at or after its first observation"
+            )
+        out = {name: getattr(self, name).clone() for name in _ARRAYS}
+        out["valid"] = keep
+        for name in ("comp_observed", "resolved", "program_mask", "burden_observed"):
+            value = out[name]
+            out[name] = value & (keep if value.dim() == 2 else keep[..., None])
+        return Timelines(self.patients.copy(), self.programs, **out).subset(range(len(self)))
+
+    def to(self, device: str | torch.device) -> Timelines:
+        """A copy with every tensor on ``device``."""
+        moved = {name: getattr(self, name).to(device) for name in _ARRAYS}
+        return Timelines(self.patients, self.programs, **moved)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write to one safetensors file with JSON metadata (atomic, no pickle)."""
+        arrays = {name: getattr(self, name).cpu().numpy() for name in _ARRAYS}
+        arrays = {k: v.astype(np.uint8) if v.dtype == bool else v for k, v in arrays.items()}
+        table = self.patients.astype({"response": float})
+        meta = {"programs": list(self.programs), "types": list(self.types),
+                "therapies": list(self.therapies),
+                "patients": {c: table[c].tolist() for c in table.columns}}
+        return save_arrays(path, _KIND, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Timelines:
+        """Read a file written by :meth:`save`."""
+        arrays, meta = load_arrays(path, _KIND)
+        if tuple(meta["types"]) != FINE_TYPES or tuple(meta["therapies"]) != THERAPIES:
+            raise ValueError(f"file {str(path)!r} was written for other cell types or therapies")
+        bools = {"valid", "comp_observed", "resolved", "program_mask", "burden_observed"}
+        tensors = {k: torch.from_numpy(v.astype(bool) if k in bools else v.copy())
+                   for k, v in arrays.items()}
+        return cls(pd.DataFrame(meta["patients"]), tuple(meta["programs"]), **tensors)
+
+
+def within_block_prior(tl: Timelines) -> np.ndarray:
+    """``(K,)`` mean leaf fractions over samples where the leaf was resolved."""
+    resolved = tl.resolved & tl.comp_observed.unsqueeze(-1)
+    total = tl.counts.sum(-1, keepdim=True).clamp_min(1)
+    frac = torch.where(resolved, tl.counts / total, torch.zeros_like(tl.counts))
+    mean = frac.sum((0, 1)) / resolved.sum((0, 1)).clamp_min(1)
+    return (mean.clamp_min(1e-4) / mean.clamp_min(1e-4).sum()).numpy()
+
+
+
+# ---------------------------------------------------------------------------- building
+def _blocks(direct: np.ndarray, nodes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Block counts and block index per leaf for one sample's direct node counts."""
+    onto = default_ontology()
+    leaf_col = {leaf: i for i, leaf in enumerate(FINE_TYPES)}
+    total = direct.sum()
+    coarse = [n for n, c in zip(nodes, direct, strict=True)
+              if c > 0 and not onto.is_leaf(n) and c >= COARSE_MIN_FRACTION * total]
+    # Only the highest labeled node of a subtree makes a block; nested ones merge into it.
+    tops = [n for n in coarse if not any(onto.is_ancestor(a, n) for a in coarse if a != n)]
+    block = np.arange(len(FINE_TYPES))
+    for node in tops:
+        members = [leaf_col[leaf] for leaf in onto.leaves_under(node)]
+        block[members] = min(members)
+    counts = np.zeros(len(FINE_TYPES))
+    for n, c in zip(nodes, direct, strict=True):
+        if c <= 0:
+            continue
+        if onto.is_leaf(n):
+            counts[block[leaf_col[n]]] += c
+        elif any(onto.is_ancestor(t, n) or t == n for t in tops):
+            counts[block[leaf_col[onto.leaves_under(n)[0]]]] += c
+        # else: a small coarse count dropped as misannotation (COARSE_MIN_FRACTION)
+    return counts, block
+
+
+def _cycle_doses(adata: ad.AnnData, patients: list[str], dist: SampleDistributions,
+                 n_cycles: int) -> np.ndarray:
+    """``(P, C, R)`` per-cycle dose intensities from ``uns["therapy_cycles"]``.
+
+    Without that table, each sample's recorded regimen is taken as given at standard
+    intensity from that sample until the next.
+    """
+    out = np.zeros((len(patients), n_cycles, len(THERAPIES)), np.float32)
+    row = {p: i for i, p in enumerate(patients)}
+    unit = np.array([STANDARD_CYCLE_DOSE[t] for t in THERAPIES])
+    table = adata.uns.get("therapy_cycles")
+    if table is not None:
+        table = pd.DataFrame(table)
+        missing = [c for c in ("patient_id", "cycle", *THERAPIES) if c not in table.columns]
+        if missing:
+            raise DataValidationError(
+                f"uns['therapy_cycles']: missing columns {missing}; expected patient_id, "
+                f"cycle and one dose column per therapy {list(THERAPIES)}")
+        table = table[table["patient_id"].astype(str).isin(row)]
+        cycles = table["cycle"].to_numpy(int)
+        keep = cycles < n_cycles
+        rows = table["patient_id"].astype(str).map(row).to_numpy()[keep]
+        out[rows, cycles[keep]] = table[list(THERAPIES)].to_numpy(float)[keep] / unit
+        return out
+    samples = dist.samples
+    for patient, group in samples.groupby("patient", sort=False):
+        group = group.sort_values("time")
+        for day, regimen in zip(group["time"], group["therapy"], strict=True):
+            parsed = parse_regimen(regimen) or ()
+            start = int(day // CYCLE_DAYS)
+            out[row[str(patient)], start:] = [float(t in parsed) for t in THERAPIES]
+    return out
+
+
+def _patient_column(adata: ad.AnnData, column: str, patients: list[str], key: str,
+                    default: str) -> list[str]:
+    if column in adata.obs.columns:
+        first = adata.obs.groupby(key, observed=True)[column].first()
+        return [str(first.get(p, default)) for p in patients]
+    return [default] * len(patients)
+
+
+def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Timelines:
+    """Register a cohort's observations as world-model timelines.
+
+    Parameters
+    ----------
+    adata
+        Cells registered with :func:`immunegym.data.setup_anndata` (patient, sample, label
+        and time keys; therapy and response optional). Optional ``uns["imaging"]``
+        (patient_id, day, sod_mm) gives the burden, ``uns["therapy_cycles"]`` (patient_id,
+        cycle, one dose column per therapy) the exact doses per 21-day cycle.
+    horizon_days
+        Days of therapy record to keep; the latest observation when ``None``.
+
+    Returns
+    -------
+    Timelines
+
+    Raises
+    ------
+    DataValidationError
+        If a sample has no time, or the imaging table lacks a column or has a negative or
+        non-finite diameter.
+    """
+    registry = get_fields(adata)
+    if registry.time_key is None:
+        raise DataValidationError(
+            "time_key: not registered; timelines need days from treatment start (register "
+            "time_key in setup_anndata)")
+    dist = sample_distributions(adata)
+    samples = dist.samples
+    if samples["time"].isna().any():
+        bad = samples.index[samples["time"].isna()][0]
+        raise DataValidationError(f"time: sample {bad!r} has no time; expected days")
+    node_index = [dist.nodes.index(t) for t in FINE_TYPES]
+    patients = list(dict.fromkeys(str(p) for p in samples["patient"]))
+
+    imaging = adata.uns.get("imaging")
+    scans: dict[str, list[tuple[float, float]]] = {p: [] for p in patients}
+    if imaging is not None:
+        imaging = pd.DataFrame(imaging)
+        missing = [c for c in ("patient_id", "day", "sod_mm") if c not in imaging.columns]
+        if missing:
+            raise DataValidationError(
+                f"uns['imaging']: missing columns {missing}; expected patient_id, day, sod_mm")
+        sod = imaging["sod_mm"].to_numpy(float)
+        if not np.all(np.isfinite(sod)) or np.any(sod < 0):
+            raise DataValidationError(
+                "uns['imaging']: sod_mm must be finite and >= 0 (mm); got "
+                f"{sod[~(np.isfinite(sod) & (sod >= 0))][:3].tolist()}")
+        for p, day, value in zip(imaging["patient_id"].astype(str), imaging["day"], sod,
+                                 strict=True):
+            if p in scans:
+                scans[p].append((float(day), float(value)))
+
+    points: list[list[float]] = []
+    for p in patients:
+        days = set(samples.loc[samples["patient"].astype(str) == p, "time"].astype(float))
+        days |= {d for d, _ in scans[p]}
+        points.append(sorted(days))
+    n_p, n_l, n_k = len(patients), max(len(d) for d in points), len(FINE_TYPES)
+    n_g = len(dist.programs)
+    last_day = max(d[-1] for d in points)
+    n_cycles = int((horizon_days if horizon_days is not None else last_day) // CYCLE_DAYS) + 2
+
+    days_a = np.zeros((n_p, n_l), np.float32)
+    valid = np.zeros((n_p, n_l), bool)
+    comp_obs = np.zeros((n_p, n_l), bool)
+    counts = np.zeros((n_p, n_l, n_k), np.float32)
+    block = np.tile(np.arange(n_k), (n_p, n_l, 1))
+    fractions = np.zeros((n_p, n_l, n_k), np.float32)
+    resolved = np.zeros((n_p, n_l, n_k), bool)
+    prog = np.zeros((n_p, n_l, n_k, n_g), np.float32)
+    prog_mask = np.zeros((n_p, n_l, n_k), bool)
+    burden = np.zeros((n_p, n_l), np.float32)
+    burden_obs = np.zeros((n_p, n_l), bool)
+
+    slot = {(p, d): (i, j) for i, (p, ds) in enumerate(zip(patients, points, strict=True))
+            for j, d in enumerate(ds)}
+    for i, ds in enumerate(points):
+        days_a[i, :len(ds)] = ds
+        valid[i, :len(ds)] = True
+    for p, entries in scans.items():
+        for day, value in entries:
+            i, j = slot[(p, day)]
+            burden[i, j] = np.log1p(value)
+            burden_obs[i, j] = True
+    for s, (patient, day) in enumerate(zip(samples["patient"].astype(str),
+                                           samples["time"].astype(float), strict=True)):
+        i, j = slot[(patient, day)]
+        c, b = _blocks(dist.counts[s], dist.nodes)
+        total = c.sum()
+        comp_obs[i, j] = True
+        counts[i, j], block[i, j] = c, b
+        size = np.bincount(b, minlength=n_k)[b]
+        fractions[i, j] = c[b] / total / size
+        resolved[i, j] = size == 1
+        if dist.program_scores is not None:
+            scores = dist.program_scores[s][node_index]  # (K, G)
+            ok = np.isfinite(scores).all(1) & resolved[i, j]
+            prog[i, j][ok] = scores[ok]
+            prog_mask[i, j] = ok
+
+    key = registry.patient_key
+    table = pd.DataFrame({
+        "patient_id": patients,
+        "cohort": [str((adata.uns.get("cohort") or {}).get("name", "cohort"))] * n_p,
+        "cancer_type": _patient_column(adata, "cancer_type", patients, key, "unknown"),
+        "lab": _patient_column(adata, "lab", patients, key, "unknown"),
+    })
+    regimen = {}
+    if "patients" in adata.uns and "regimen" in pd.DataFrame(adata.uns["patients"]).columns:
+        info = pd.DataFrame(adata.uns["patients"])
+        regimen = dict(zip(info["patient_id"].astype(str), info["regimen"].astype(str),
+                           strict=True))
+    table["regimen"] = [regimen.get(p, "unknown") for p in patients]
+    response = samples.groupby("patient", sort=False)["response"].last()
+    table["response"] = [float(response.get(p, np.nan)) for p in patients]
+    return Timelines(
+        table, tuple(dist.programs),
+        days=torch.from_numpy(days_a), valid=torch.from_numpy(valid),
+        comp_observed=torch.from_numpy(comp_obs), counts=torch.from_numpy(counts),
+        block=torch.from_numpy(block), fractions=torch.from_numpy(fractions),
+        resolved=torch.from_numpy(resolved), program_scores=torch.from_numpy(prog),
+        program_mask=torch.from_numpy(prog_mask), burden=torch.from_numpy(burden),
+        burden_observed=torch.from_numpy(burden_obs),
+        cycle_doses=torch.from_numpy(_cycle_doses(adata, patients, dist, n_cycles)),
+    )
+
+
+def concat_timelines(parts: Sequence[Timelines]) -> Timelines:
+    """Stack timelines of several cohorts (padding to the longest)."""
+    if not parts:
+        raise ValueError("parts: expected at least one Timelines")
+    programs = parts[0].programs
+    for part in parts[1:]:
+        if part.programs != programs:
+            raise ValueError(f"programs: cohorts scored different programs "
+                             f"({programs} vs {part.programs})")
+    n_l = max(p.days.shape[1] for p in parts)
+    n_c = max(p.cycle_doses.shape[1] for p in parts)
+    out = {}
+    for name in _ARRAYS:
+        pieces = []
+        for part in parts:
+            value = getattr(part, name)
+            width = n_c if name == "cycle_doses" else n_l
+            pad = width - value.shape[1]
+            if pad:
+                shape = (value.shape[0], pad, *value.shape[2:])
+                filler = (torch.arange(value.shape[-1]).expand(shape) if name == "block"
+                          else torch.zeros(shape, dtype=value.dtype))
+                value = torch.cat([value, filler.to(value.dtype)], dim=1)
+            pieces.append(value)
+        out[name] = torch.cat(pieces)
+    table = pd.concat([p.patients for p in parts], ignore_index=True)
+    if table["patient_id"].duplicated().any():
+        dup = table["patient_id"][table["patient_id"].duplicated()].iloc[0]
+        raise ValueError(f"patient_id: {dup!r} appears in two cohorts; ids must be unique")
+    return Timelines(table, programs, **out)
+
+
+def split_patients(patient_ids: Sequence[str], *, test_fraction: float = 0.15,
+                   val_fraction: float = 0.15, seed: int = 0) -> np.ndarray:
+    """Assign each patient to ``"train"``, ``"val"`` or ``"test"``.
+
+    The assignment hashes ``seed`` and the patient id, so a patient lands in the same split
+    whatever else is in the data set and in whatever order.
+    """
+    for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name}: expected a fraction in [0, 1), got {value}")
+    if test_fraction + val_fraction >= 1.0:
+        raise ValueError("test_fraction + val_fraction must leave patients for training")
+    out = np.empty(len(patient_ids), dtype=object)
+    for i, pid in enumerate(patient_ids):
+        digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        out[i] = "test" if u < test_fraction else (
+            "val" if u < test_fraction + val_fraction else "train")
+    return out
