@@ -286,6 +286,8 @@ def bench_world_model(
                                                "directory instead of generating it.")] = None,
     speed: Annotated[bool, typer.Option(help="Also time forward throughput.")] = True,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    record: Annotated[bool, typer.Option(help="Write the figures into the checkpoint's "
+                                         "model card.")] = False,
 ) -> None:
     """World model vs persistence, ridge and cohort-mean baselines on held-out patients."""
     from rich.progress import Progress
@@ -319,3 +321,12 @@ def bench_world_model(
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"wrote {json_path}")
+    if record:
+        from immunegym.world_model.checkpoint import PRETRAINED
+
+        keys = ("one_step", "rollout_6", "coverage90", "n_origins", "n_patients", "main_set")
+        model.card["evaluation"] = {
+            "command": "immunegym bench world-model" + (" --quick" if quick else ""),
+            **{k: result[k] for k in keys}}
+        model.to("cpu").save(checkpoint or PRETRAINED)
+        console.print(f"recorded the figures in {checkpoint or PRETRAINED}/MODEL_CARD.md")

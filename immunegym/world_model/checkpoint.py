@@ -130,6 +130,8 @@ def load_checkpoint(path: str | os.PathLike[str] | None = None, *, device: str =
         raise ValueError(f"checkpoint: weights hold tensors for more members than config.json "
                          f"says ({config.n_members}): {extra[:3]}")
     if (directory / TRAINING).is_file():
+        from immunegym.world_model.training import EpochRecord
+
         model.card = json.loads((directory / TRAINING).read_text())
-        model.card.pop("history", None)
+        model.history = [[EpochRecord(**r) for r in h] for h in model.card.pop("history", [])]
     return model.to(device)
