@@ -16,7 +16,7 @@ the past and pay for the new point alone.
 Outputs at time point ``l`` predict the next time point: a Dirichlet over the composition
 (mean from per-type logits, concentration from the clinical token) and a Gaussian over
 ``log1p`` sum of diameters. A Dirichlet keeps every composition on the simplex; the
-burden is positive by construction (``expm1`` of the Gaussian, floored at 0).
+burden lives in ``log1p`` space: ``expm1`` of a prediction, clipped at 0, is a diameter in mm.
 """
 
 from __future__ import annotations

@@ -105,8 +105,8 @@ class EpochRecord:
     val_loss: float
 
 
-def next_point_loss(pred: NextState, tl: Timelines, weight_burden: float,
-                    rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def next_point_loss(pred: NextState, tl: Timelines,
+                    weight_burden: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed NLL of each point's next observation, and the number of observations.
 
     ``pred`` has leading dims ``(B, L)`` (prediction made at point ``l`` for ``l + 1``).
