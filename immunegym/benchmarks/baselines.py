@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import RidgeCV
 
-from immunegym.world_model.batching import cumulative_dose, interval_dose
+from immunegym.world_model.batching import cumulative_dose, interval_dose, split_blocks
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines, within_block_prior
 
 _EPS = 1e-3
@@ -27,17 +27,7 @@ _EPS = 1e-3
 
 def leaf_compositions(tl: Timelines, prior: np.ndarray) -> np.ndarray:
     """``(P, L, K)`` compositions with block mass split by ``prior`` (0 where no biopsy)."""
-    counts = tl.counts.numpy().astype(float)
-    block = tl.block.numpy()
-    weight = prior[None, None, :]
-    block_weight = np.zeros_like(counts)
-    np.add.at(block_weight, (np.arange(counts.shape[0])[:, None, None],
-                             np.arange(counts.shape[1])[None, :, None], block),
-              np.broadcast_to(weight, counts.shape))
-    share = weight / np.take_along_axis(block_weight, block, -1)
-    mass = np.take_along_axis(counts, block, -1) * share
-    total = mass.sum(-1, keepdims=True)
-    return np.divide(mass, total, out=np.zeros_like(mass), where=total > 0)
+    return split_blocks(tl.counts.double(), tl.block, torch.as_tensor(prior)).numpy()
 
 
 def clr(x: np.ndarray) -> np.ndarray:

@@ -147,8 +147,3 @@ def _pad(x: TokenInputs, n: int) -> TokenInputs:
 
 def _replace(x: TokenInputs, **changes: torch.Tensor) -> TokenInputs:
     return TokenInputs(**{**vars(x), **changes})
-
-
-def index_inputs(x: TokenInputs, rows: torch.Tensor) -> TokenInputs:
-    """The rows ``rows`` of every field."""
-    return TokenInputs(**{k: v[rows] for k, v in vars(x).items()})

@@ -8,7 +8,6 @@ either or both.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -439,8 +438,3 @@ def _resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but no CUDA device is available")
     return torch.device(device)
-
-
-def config_json(config: WorldModelConfig) -> str:
-    """The config as pretty JSON."""
-    return json.dumps(config.to_dict(), indent=2)
