@@ -5,3 +5,7 @@ Subpackages: :mod:`immunegym.ontology` (unified cell ontology, label harmonizati
 """
 
 __version__ = "0.1.0"
+
+from immunegym.env.registration import register_envs as _register_envs  # noqa: E402
+
+_register_envs()

@@ -1,0 +1,120 @@
+"""What the single and vector environments share: building the engine, spaces, infos, traces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from immunegym.data.vocab import THERAPIES
+from immunegym.env.engine import Engine, StepOutcome
+from immunegym.env.scenario import Scenario
+from immunegym.env.spaces import ActionCodec, ObservationCodec
+
+RENDER_MODES = ["rgb_array", "ansi"]
+
+
+class EnvParts:
+    """The engine plus the codecs, for ``n`` rows of one scenario.
+
+    ``scenario_kwargs`` override :class:`~.scenario.Scenario` fields (e.g. ``horizon=8``).
+    """
+
+    def __init__(self, simulator: str, n: int, scenario: Scenario | None, *, device: str,
+                 model, bank, observation_noise: bool, world_options: dict | None,
+                 render_mode: str | None, scenario_kwargs: dict[str, Any]) -> None:
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode: got {render_mode!r}; expected one of "
+                             f"{RENDER_MODES} or None")
+        scenario = (scenario or Scenario()).updated(**scenario_kwargs)
+        self.scenario = scenario
+        self.engine = Engine(simulator, scenario, n, model=model, bank=bank, device=device,
+                             observation_noise=observation_noise, world_options=world_options)
+        self.actions = ActionCodec(scenario)
+        self.observations = ObservationCodec(scenario, self.engine.bank.programs.shape[2])
+        self.trace = Trace()
+
+    def patients(self, options: dict[str, Any] | None, n: int) -> torch.Tensor | None:
+        """Bank rows pinned by ``options["patient"]`` (one id/row, or one per env)."""
+        if not options or options.get("patient") is None:
+            return None
+        chosen = options["patient"]
+        many = isinstance(chosen, (list, tuple, np.ndarray))
+        items = list(chosen) if many else [chosen] * n
+        if len(items) != n:
+            raise ValueError(f"options['patient']: got {len(items)} patients; expected one "
+                             f"for all or one per env ({n})")
+        rows = [self.engine.bank.index_of(p) for p in items]
+        return torch.as_tensor(rows, dtype=torch.long, device=self.engine.device)
+
+    def observation(self):
+        return self.observations.encode(self.engine.observation_parts())
+
+    def infos(self, outcome: StepOutcome | None) -> dict[str, np.ndarray]:
+        """Per-row info arrays (``(n, ...)``)."""
+        e = self.engine
+        allowed = e.allowed().cpu().numpy()
+        info = {
+            "action_mask": self.actions.mask(allowed),
+            "patient": e.patient.cpu().numpy(),
+            "cycle": e.clinical.cycle.cpu().numpy(),
+            "day": (e.clinical.cycle * self.scenario.cycle_days).cpu().numpy(),
+            "sod_mm": e.sod_true.cpu().numpy().astype(np.float64),
+            "best_response": e.best_response().cpu().numpy(),
+        }
+        if outcome is None:
+            zeros = np.zeros(e.n)
+            info.update(cost=zeros, given=np.zeros((e.n, len(THERAPIES)), np.float32),
+                        died=zeros.astype(bool), progressed=zeros.astype(bool),
+                        irae=zeros.astype(bool))
+        else:
+            info.update(cost=outcome.cost.cpu().numpy().astype(np.float64),
+                        given=outcome.given.cpu().numpy(),
+                        died=outcome.died.cpu().numpy(),
+                        progressed=outcome.progressed.cpu().numpy(),
+                        irae=outcome.irae.cpu().numpy())
+        return info
+
+    def record(self, reset: bool) -> None:
+        """Keep row 0's course for rendering."""
+        e = self.engine
+        if reset:
+            self.trace = Trace(patient=str(e.bank.patient_id[int(e.patient[0])]),
+                               cancer_type=str(e.bank.cancer_type[int(e.patient[0])]))
+        self.trace.append(int(e.clinical.cycle[0]) * self.scenario.cycle_days,
+                          e.comp_obs[0].cpu().numpy(), float(e.sod_true[0]),
+                          float(e.sod_scan[0]), e.clinical.last_given[0].cpu().numpy(),
+                          bool(e.clinical.irae[0]), bool(e.clinical.alive[0]),
+                          bool(e.clinical.progressed[0]))
+
+
+class Trace:
+    """Row 0's course: one entry per cycle (for rendering)."""
+
+    def __init__(self, patient: str = "", cancer_type: str = "") -> None:
+        self.patient, self.cancer_type = patient, cancer_type
+        self.days: list[int] = []
+        self.compositions: list[np.ndarray] = []
+        self.sod_true: list[float] = []
+        self.sod_scan: list[float] = []
+        self.given: list[np.ndarray] = []
+        self.irae: list[bool] = []
+        self.alive: list[bool] = []
+        self.progressed: list[bool] = []
+
+    def append(self, day, composition, sod_true, sod_scan, given, irae, alive,
+               progressed) -> None:
+        self.days.append(day)
+        self.compositions.append(composition)
+        self.sod_true.append(sod_true)
+        self.sod_scan.append(sod_scan)
+        self.given.append(given)
+        self.irae.append(irae)
+        self.alive.append(alive)
+        self.progressed.append(progressed)
+
+
+def row(info: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """The info of row ``i`` (scalars as Python/numpy scalars)."""
+    return {k: (v[i].item() if v[i].ndim == 0 else v[i].copy()) for k, v in info.items()}

@@ -1,0 +1,259 @@
+"""The batched episode logic both environments share, in torch.
+
+An :class:`Engine` runs ``n`` episodes at once over a simulator core (the world model or
+ImmuneSim): it draws patients from the bank at reset, applies the clinical rules (holds,
+caps, toxicity), takes biopsies and scans on schedule, assesses RECIST, and computes reward,
+cost and episode end. Gymnasium classes (:mod:`.vector`, :mod:`.single`) convert to and
+from numpy around it; nothing here is numpy except the bank's names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from immunegym.env.clinical import (
+    ClinicalState,
+    biopsy,
+    measure,
+    model_death,
+    model_irae,
+    other_adverse_events,
+    reset_tracker_rows,
+)
+from immunegym.env.patients import PatientBank
+from immunegym.env.scenario import Scenario
+from immunegym.env.sim_core import SimCore
+from immunegym.env.world_core import WorldCore
+from immunegym.sim import ImmuneSim
+from immunegym.sim.outcomes import RecistTracker
+
+
+@dataclass
+class StepOutcome:
+    """One cycle of ``n`` episodes (tensors ``(n,)`` unless noted)."""
+
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    cost: torch.Tensor
+    given: torch.Tensor  # (n, R) dose levels actually given
+    died: torch.Tensor
+    progressed: torch.Tensor
+    irae: torch.Tensor
+    sod_mm: torch.Tensor
+
+
+class Engine:
+    """``n`` episodes of one scenario over one simulator.
+
+    Parameters
+    ----------
+    simulator
+        ``"world"`` (the world model) or ``"sim"`` (ImmuneSim).
+    scenario
+        The scenario.
+    n
+        Episodes run side by side.
+    model
+        The world model (``"world"`` only); the pretrained default when ``None``.
+    bank
+        Patients to draw from; built from the scenario when ``None``.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    seed
+        Seed of the engine's generator (patients, biopsies, scans, toxicity, dynamics).
+    observation_noise
+        ``False`` turns biopsy and imaging noise off (debugging).
+    world_options
+        Extra :class:`~.world_core.WorldCore` arguments (``cache``, ``chunk_size``, ...).
+    """
+
+    def __init__(self, simulator: str, scenario: Scenario, n: int, *, model=None,
+                 bank: PatientBank | None = None, device: str = "cpu", seed: int = 0,
+                 observation_noise: bool = True, world_options: dict | None = None) -> None:
+        if simulator not in ("world", "sim"):
+            raise ValueError(f"simulator: got {simulator!r}; expected 'world' or 'sim'")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_envs: got {n!r}; expected an integer >= 1")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.simulator, self.scenario, self.n = simulator, scenario, n
+        self.cells = scenario.biopsy_cells if observation_noise else 0
+        self.imaging_cv = scenario.imaging_cv if observation_noise else 0.0
+        self.sim = ImmuneSim(device=self.device)
+        self.rates = self.sim.params.rates
+        if simulator == "world" and model is None:
+            from immunegym.world_model import load
+
+            model = load(device=str(self.device))
+        elif model is not None:
+            model.to(str(self.device))
+        self.model = model
+        if bank is None:
+            bank = _scenario_bank(scenario, simulator, model, self.device)
+        if simulator == "sim" and not bank.has_hidden_state:
+            raise ValueError("patient_source: ImmuneSim-v0 needs ImmuneSim patients (source "
+                             "'sim'); a cohort's biopsies do not carry the hidden state")
+        self.bank = bank
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        if simulator == "world":
+            self.core: WorldCore | SimCore = WorldCore(
+                model, n, scenario.horizon, scenario.cycle_days, **(world_options or {}))
+        else:
+            self.core = SimCore(self.sim, bank.sim_patients, bank.sim_state, n,
+                                scenario.cycle_days)
+        k, g = bank.composition.shape[1], bank.programs.shape[2]
+        z = {"device": self.device}
+        self.clinical = ClinicalState.zeros(n, self.device)
+        self.tracker = RecistTracker.start(torch.ones(n, **z))
+        self.patient = torch.zeros(n, dtype=torch.long, **z)
+        self.comp_obs = torch.zeros(n, k, **z)
+        self.programs_obs = torch.zeros(n, g, **z)
+        self.programs_observed = torch.zeros(n, **z)
+        self.sod_true = torch.zeros(n, **z)
+        self.sod_scan = torch.zeros(n, **z)
+        self.sod_baseline = torch.zeros(n, **z)
+        self.biopsy_cycle = torch.zeros(n, dtype=torch.long, **z)
+
+    def seed(self, seed: int) -> None:
+        """Re-seed the engine's generator."""
+        self.generator.manual_seed(int(seed))
+
+    # ------------------------------------------------------------------ reset
+    def reset_rows(self, rows: torch.Tensor, patients: torch.Tensor | None = None) -> None:
+        """Start new episodes in ``rows`` with bank patients (drawn when ``None``)."""
+        if len(rows) == 0:
+            return
+        g = self.generator
+        if patients is None:
+            patients = torch.randint(0, len(self.bank), (len(rows),), generator=g,
+                                     device=self.device)
+        b = self.bank
+        self.patient[rows] = patients
+        comp = b.composition[patients]
+        sod = b.sod_mm[patients]
+        observed = biopsy(comp, self.cells, g)
+        scanned = measure(sod, self.imaging_cv, g)
+        self.comp_obs[rows] = observed
+        mask = b.program_mask[patients]
+        weight = observed * mask
+        total = weight.sum(-1, keepdim=True)
+        self.programs_obs[rows] = torch.where(
+            total > 0, (weight.unsqueeze(-1) * b.programs[patients]).sum(1)
+            / total.clamp_min(1e-12), torch.zeros_like(self.programs_obs[rows]))
+        self.programs_observed[rows] = (total[:, 0] > 0).float()
+        self.sod_true[rows] = sod
+        self.sod_scan[rows] = scanned
+        self.sod_baseline[rows] = scanned
+        self.biopsy_cycle[rows] = 0
+        self.clinical.reset_rows(rows, b.irae_susceptibility[patients])
+        reset_tracker_rows(self.tracker, rows, scanned)
+        if isinstance(self.core, WorldCore):
+            names = b.cancer_type[patients.cpu().numpy()].tolist()
+            # The model starts from what the lab saw: the biopsy and the scan.
+            self.core.reset_rows(rows, observed, scanned, b.programs[patients], mask, names, g)
+        else:
+            self.core.reset_rows(rows, patients)
+
+    # ------------------------------------------------------------------ step
+    def allowed(self) -> torch.Tensor:
+        """``(n, R)`` therapies the clinical rules allow this cycle."""
+        return self.clinical.allowed()
+
+    def step(self, levels: torch.Tensor) -> StepOutcome:
+        """One cycle for every row under dose ``levels`` (``(n, R)``, standard cycles).
+
+        Therapies the rules forbid are withheld (``StepOutcome.given`` says what was given).
+        """
+        sc, g, clin = self.scenario, self.generator, self.clinical
+        given = levels.to(self.device, torch.float32) * self.allowed().float()
+        alive_before = clin.alive.clone()
+        sod_before = self.sod_true.clone()
+        if isinstance(self.core, WorldCore):
+            comp, sod = self.core.step(given, g)
+            irae = model_irae(given, clin.irae_susceptibility, clin.irae, self.rates,
+                              sc.cycle_days, g)
+            died = model_death(sod, self.rates, sc.cycle_days, g)
+        else:
+            comp, sod, died, irae = self.core.step(given, g)
+        died &= alive_before
+        irae &= alive_before
+        cost = irae.float() + other_adverse_events(given, sc.ae_per_cycle, g)
+        clin.record_cycle(given, irae, died, sc.cycle_days)
+        self.sod_true = torch.where(alive_before, sod, self.sod_true)
+        # Biopsies and scans on schedule, for patients alive at the end of the cycle.
+        alive = clin.alive
+        take = alive & (clin.cycle % sc.biopsy_every == 0)
+        if bool(take.any()):
+            self.comp_obs = torch.where(take[:, None], biopsy(comp, self.cells, g),
+                                        self.comp_obs)
+            self.biopsy_cycle = torch.where(take, clin.cycle, self.biopsy_cycle)
+        scan = alive & (clin.cycle % sc.scan_every == 0)
+        newly = torch.zeros_like(scan)
+        if bool(scan.any()):
+            reading = measure(self.sod_true, self.imaging_cv, g)
+            self.sod_scan = torch.where(scan, reading, self.sod_scan)
+            newly = self.tracker.update(scan, reading, clin.cycle * sc.cycle_days)
+            clin.progressed |= newly
+        w = sc.reward
+        shrink = torch.log1p(sod_before) - torch.log1p(self.sod_true)
+        reward = (w.tumor * shrink * alive_before + w.survival * alive.float()
+                  - w.death * died.float() - w.progression * newly.float()
+                  - w.toxicity * cost)
+        terminated = died | (newly & sc.terminate_on_progression)
+        truncated = (clin.cycle >= sc.horizon) & ~terminated
+        return StepOutcome(reward, terminated, truncated, cost, given, died, newly, irae,
+                           self.sod_true.clone())
+
+    # ------------------------------------------------------------------ observation
+    def observation_parts(self) -> dict[str, torch.Tensor]:
+        """The observation fields (:data:`~.spaces.OBSERVATION_DOC`) of every row."""
+        clin, sc = self.clinical, self.scenario
+        burden = torch.log1p(self.sod_scan)
+        return {
+            "composition": self.comp_obs,
+            "programs": self.programs_obs,
+            "programs_observed": self.programs_observed,
+            "burden": burden,
+            "burden_change": burden - torch.log1p(self.sod_baseline),
+            "time": clin.cycle.float() / sc.horizon,
+            "biopsy_age": (clin.cycle - self.biopsy_cycle).float() / sc.horizon,
+            "last_therapy": clin.last_given,
+            "exposure": clin.exposure,
+            "irae": clin.irae.float(),
+        }
+
+    def best_response(self) -> torch.Tensor:
+        """``(n,)`` RECIST best overall response codes so far."""
+        return self.tracker.best_overall()
+
+    def memory_bytes(self) -> int:
+        """Bytes of per-row state held by the simulator core."""
+        return self.core.memory_bytes()
+
+
+def _scenario_bank(scenario: Scenario, simulator: str, model, device) -> PatientBank:
+    if scenario.patient_source == "sim":
+        return PatientBank.from_sim(scenario.cancer_types, scenario.bank_size,
+                                    seed=scenario.bank_seed, device=device)
+    if simulator == "sim":
+        raise ValueError(f"patient_source: {scenario.patient_source!r}; ImmuneSim-v0 needs "
+                         "'sim' (a cohort's biopsies do not carry ImmuneSim's hidden state)")
+    prior = model.leaf_prior() if model is not None else None
+    bank = PatientBank.from_anndata(scenario.patient_source, prior=prior,
+                                    seed=scenario.bank_seed, device=device)
+    if scenario.cancer_types:
+        keep = np.isin(bank.cancer_type, list(scenario.cancer_types))
+        if not keep.any():
+            raise ValueError(f"cancer_types: none of {sorted(scenario.cancer_types)} in "
+                             f"{scenario.patient_source}")
+        rows = torch.as_tensor(np.flatnonzero(keep), device=device)
+        bank = PatientBank(bank.cancer_type[keep], bank.composition[rows], bank.sod_mm[rows],
+                           bank.programs[rows], bank.program_mask[rows],
+                           bank.irae_susceptibility[rows], bank.patient_id[keep])
+    return bank
+

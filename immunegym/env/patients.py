@@ -1,0 +1,182 @@
+"""Virtual patients an episode can start from: a bank drawn once, picked at every reset.
+
+A :class:`PatientBank` holds each patient's baseline: the true composition of the tumor at
+day 0, its sum of diameters, program scores where a lab measured them, and irAE
+susceptibility. Banks come from ImmuneSim (:meth:`PatientBank.from_sim`, which also keeps
+the hidden state so ImmuneSim-v0 can continue the same patient) or from a cohort's first
+biopsies (:meth:`PatientBank.from_anndata`: digital twins of real or generated patients,
+for ImmuneWorld-v0). Drawing the bank once keeps resets cheap: ImmuneSim's 120-day burn-in
+runs for the whole bank in one batched call, not per episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from immunegym.sim import ImmuneSim
+from immunegym.sim.outcomes import sum_of_diameters
+from immunegym.sim.state import Patients, SimState
+
+
+@dataclass
+class PatientBank:
+    """Baselines of ``N`` patients (tensors on one device).
+
+    Attributes
+    ----------
+    cancer_type
+        ``(N,)`` cancer-type ids (numpy strings).
+    composition
+        ``(N, K)`` baseline composition over the fine types.
+    sod_mm
+        ``(N,)`` baseline sum of target-lesion diameters (mm).
+    programs, program_mask
+        ``(N, K, G)`` program scores and ``(N, K)`` where they were measured.
+    irae_susceptibility
+        ``(N,)`` multiplier of the irAE hazard.
+    patient_id
+        ``(N,)`` identifiers (numpy strings).
+    sim_patients, sim_state
+        ImmuneSim's hidden parameters and day-0 state (``None`` for cohort banks).
+    """
+
+    cancer_type: np.ndarray
+    composition: torch.Tensor
+    sod_mm: torch.Tensor
+    programs: torch.Tensor
+    program_mask: torch.Tensor
+    irae_susceptibility: torch.Tensor
+    patient_id: np.ndarray
+    sim_patients: Patients | None = None
+    sim_state: SimState | None = None
+
+    def __len__(self) -> int:
+        return int(self.composition.shape[0])
+
+    @property
+    def has_hidden_state(self) -> bool:
+        return self.sim_state is not None
+
+    @classmethod
+    def from_sim(cls, cancer_types: dict[str, float], n: int, *, seed: int = 0,
+                 sim: ImmuneSim | None = None, n_programs: int = 8,
+                 device: str | torch.device = "cpu") -> PatientBank:
+        """Draw ``n`` ImmuneSim patients of a cancer-type mix and relax them to day 0.
+
+        Parameters
+        ----------
+        cancer_types
+            Cancer type -> weight; empty for every calibrated type equally.
+        n
+            Patients (split over the types by largest remainder).
+        seed
+            Seed of the simulator that draws them.
+        sim
+            The simulator (its parameters); a fresh calibrated one when ``None``.
+        n_programs
+            Program columns (none are measured: ImmuneSim's hidden state has no biopsy).
+        """
+        if n < 1:
+            raise ValueError(f"n: expected >= 1 patients, got {n}")
+        sim = ImmuneSim(params=None if sim is None else sim.params, device=device, seed=seed)
+        mix = dict(cancer_types) or {c: 1.0 for c in sorted(sim.params.cancer_types)}
+        for cancer in mix:
+            sim.params.cancer(cancer)  # a clear error for an unknown id
+        counts = _split(n, mix)
+        drawn = [sim.sample_patients(c, k) for c, k in counts.items() if k]
+        patients, state = sim.reset(Patients.concat(drawn))
+        composition = state.composition()
+        sod = sum_of_diameters(state.tumor, sim.params.rates)
+        k = composition.shape[1]
+        names = np.concatenate([[c] * k_ for c, k_ in counts.items() if k_]).astype(str)
+        return cls(
+            cancer_type=names, composition=composition, sod_mm=sod,
+            programs=torch.zeros(n, k, n_programs, device=sim.device),
+            program_mask=torch.zeros(n, k, dtype=torch.bool, device=sim.device),
+            irae_susceptibility=patients.irae_susceptibility.clone(),
+            patient_id=np.array([f"sim-{seed}-{i}" for i in range(n)]),
+            sim_patients=patients, sim_state=state)
+
+    @classmethod
+    def from_anndata(cls, adata, *, prior: torch.Tensor | None = None, seed: int = 0,
+                     device: str | torch.device = "cpu") -> PatientBank:
+        """Baselines from the first biopsy of every patient of a registered cohort.
+
+        Parameters
+        ----------
+        adata
+            An AnnData registered with :func:`immunegym.data.setup_anndata`, or a path to
+            an ``.h5ad`` file.
+        prior
+            ``(K,)`` split of coarse labels over their leaves (the world model's leaf prior);
+            even when ``None``.
+        seed
+            Seed of the irAE susceptibilities (log-normal, as ImmuneSim draws them).
+        """
+        from immunegym.sim.parameters import load_parameters
+        from immunegym.world_model.batching import split_blocks
+        from immunegym.world_model.timelines import build_timelines
+
+        if isinstance(adata, (str, bytes)) or hasattr(adata, "__fspath__"):
+            import anndata as ad
+
+            adata = ad.read_h5ad(adata)
+        tl = build_timelines(adata)
+        first = tl.comp_observed.float().argmax(1)
+        has_biopsy = tl.comp_observed.any(1)
+        if not bool(has_biopsy.all()):
+            missing = tl.patients["patient_id"].to_numpy()[~has_biopsy.numpy()][:5]
+            raise ValueError(f"adata: patients {list(missing)} have no biopsy; a baseline "
+                             "needs a composition")
+        rows = torch.arange(len(tl))
+        counts = tl.counts[rows, first]
+        block = tl.block[rows, first]
+        k = counts.shape[1]
+        weights = prior if prior is not None else torch.ones(k)
+        composition = split_blocks(counts, block, weights)
+        # Baseline burden: the first scan on or after... the first scan at all, else the
+        # cohort median (a patient without imaging still needs a starting size).
+        scanned = tl.burden_observed.float()
+        first_scan = scanned.argmax(1)
+        sod = torch.expm1(tl.burden[rows, first_scan]).clamp_min(0)
+        has_scan = tl.burden_observed.any(1)
+        fallback = sod[has_scan].median() if bool(has_scan.any()) else torch.tensor(70.0)
+        sod = torch.where(has_scan, sod, fallback)
+        rng = np.random.default_rng(seed)
+        cv = load_parameters().rates["irae_susceptibility_cv"]
+        sigma = np.sqrt(np.log1p(cv**2))
+        suscept = rng.lognormal(-0.5 * sigma**2, sigma, len(tl))
+        return cls(
+            cancer_type=tl.patients["cancer_type"].astype(str).to_numpy(),
+            composition=composition.to(device), sod_mm=sod.to(device),
+            programs=tl.program_scores[rows, first].to(device),
+            program_mask=tl.program_mask[rows, first].to(device),
+            irae_susceptibility=torch.as_tensor(suscept, dtype=torch.float32, device=device),
+            patient_id=tl.patients["patient_id"].astype(str).to_numpy())
+
+    def index_of(self, patient: int | str) -> int:
+        """Row of a patient given by row number or identifier (a clear error otherwise)."""
+        if isinstance(patient, (int, np.integer)) and not isinstance(patient, bool):
+            if not 0 <= int(patient) < len(self):
+                raise ValueError(f"patient: row {patient} out of range; the bank holds "
+                                 f"{len(self)} patients (0..{len(self) - 1})")
+            return int(patient)
+        hits = np.flatnonzero(self.patient_id == str(patient))
+        if not len(hits):
+            raise ValueError(f"patient: unknown id {patient!r}; expected a row number or an "
+                             f"id such as {list(self.patient_id[:3])}")
+        return int(hits[0])
+
+
+def _split(n: int, weights: dict[str, float]) -> dict[str, int]:
+    """Largest-remainder split of ``n`` over weighted keys."""
+    keys = list(weights)
+    w = np.asarray([weights[k] for k in keys], dtype=float)
+    share = n * w / w.sum()
+    counts = np.floor(share).astype(int)
+    for i in np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    return dict(zip(keys, counts.tolist(), strict=True))

@@ -1,0 +1,181 @@
+"""The single environments: ``ImmuneWorld-v0`` (learned world model) and ``ImmuneSim-v0``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from immunegym.env.base import RENDER_MODES, EnvParts, row
+from immunegym.env.render import render_ansi, render_rgb
+from immunegym.env.scenario import Scenario
+
+
+class ImmuneWorldEnv(gym.Env):
+    """Treat one virtual cancer patient, one cycle at a time, inside the learned world model.
+
+    ## Description
+    A patient arrives with a baseline biopsy (the composition of the tumor over 20 cell
+    types of the unified ontology) and a baseline scan (sum of target-lesion diameters,
+    SOD). Every step is one treatment cycle (21 days by default): the agent chooses the
+    therapies and dose levels, the pretrained trajectory-aware Transformer world model
+    predicts the tumor immune microenvironment after the cycle (a draw from its predictive
+    distribution, with one ensemble member per episode), and the agent sees the next biopsy
+    and scan. ``ImmuneSim-v0`` has the same interface over the mechanistic ground truth.
+
+    ## Action space
+    ``Scenario.action_type`` (``gym.make(..., action_type=...)``):
+
+    * ``"multidiscrete"`` (default): ``MultiDiscrete([3, 3, 3, 3, 3])``, a dose level per
+      therapy in the order ``anti_pd1, anti_ctla4, chemo, radio, targeted``; levels are
+      ``dose_levels = (0, 0.5, 1)`` standard cycles (pembrolizumab 200 mg, ipilimumab
+      3 mg/kg, platinum doublet, 8 Gy x 3 SBRT, daily oral targeted therapy);
+    * ``"multibinary"``: ``MultiBinary(5)``, each therapy on at the standard dose or off;
+    * ``"menu"``: ``Discrete(10)``, a regimen from ``Scenario.menu`` (none, anti_pd1,
+      anti_ctla4, anti_pd1+anti_ctla4, chemo, chemo+anti_pd1, radio, radio+anti_pd1,
+      targeted, targeted+anti_pd1).
+
+    ``info["action_mask"]`` (the action's shape) marks what the toxicity rules allow: after
+    a grade >= 3 irAE anti-PD-1 is held 42 days and anti-CTLA-4 stopped; ipilimumab is
+    capped at 4 doses, chemotherapy at 6 cycles, radiotherapy at 2 courses. A forbidden
+    therapy is withheld, not an error; ``info["given"]`` says what was given.
+
+    ## Observation space
+    ``Box(44,)`` float32 (``observation_type="flat"``), or a ``Dict`` of the same fields
+    (``"dict"``)::
+
+        composition (20)       fractions over the fine cell types at the last biopsy
+        programs (8)           composition-weighted program scores at the last biopsy
+                               that measured them (0 if none)
+        programs_observed (1)  1 if programs were measured
+        burden (1)             log1p SOD (mm) at the last scan
+        burden_change (1)      burden minus baseline burden
+        time (1)               cycles elapsed / horizon
+        biopsy_age (1)         cycles since the last biopsy / horizon
+        last_therapy (5)       dose levels given last cycle
+        exposure (5)           cumulative dose (standard cycles)
+        irae (1)               1 after a grade >= 3 immune-related adverse event
+
+    Biopsies count ``biopsy_cells`` cells (1000; 0 for noise-free compositions), scans have
+    ImmuneSim's 5% reader noise (``imaging_cv``; ``observation_noise=False`` turns both off);
+    biopsies come every ``biopsy_every`` cycles (1), scans every ``scan_every`` cycles (2).
+
+    ## Rewards
+    Per cycle, with weights ``Scenario.reward``::
+
+        tumor * (log1p SOD before - log1p SOD after)   tumor control (1.0)
+        + survival * alive                             (0.05 per cycle alive)
+        - death * died                                 (5.0)
+        - progression * RECIST progression             (1.0)
+        - toxicity * cost                              (0.0: cost is reported apart)
+
+    ``info["cost"]`` counts grade >= 3 adverse events this cycle: irAEs (ImmuneSim's
+    hazards) and non-immune events of chemotherapy, radiotherapy and targeted therapy
+    (``Scenario.ae_per_cycle``), for constrained RL.
+
+    ## Starting state
+    A patient drawn uniformly from a bank of ``bank_size`` (512) ImmuneSim virtual patients
+    of the cancer-type mix (all nine calibrated types by default), or of a cohort's first
+    biopsies (``patient_source="cohort.h5ad"``: digital twins). ``reset(options={"patient":
+    id_or_row})`` pins one.
+
+    ## Episode end
+    Terminated on death (ImmuneSim's tumor-burden hazard applied to the SOD) or at RECIST
+    1.1 progression (SOD up >= 20% and >= 5 mm over the nadir at a scan;
+    ``terminate_on_progression=False`` keeps going). Truncated after ``horizon`` (16)
+    cycles.
+
+    ## Arguments
+    ``gym.make("ImmuneWorld-v0", render_mode=None, device="cpu", model=None, bank=None,
+    observation_noise=True, **scenario_fields)``: ``device`` is ``"cpu"``, ``"cuda"`` or
+    ``"auto"``; ``model`` a :class:`~immunegym.world_model.WorldModel` (the pretrained one
+    by default); ``bank`` a :class:`~immunegym.env.patients.PatientBank`; any
+    :class:`~immunegym.env.scenario.Scenario` field (``horizon``, ``action_type``,
+    ``cancer_types``, ``reward={...}``, ...). ``render_mode`` is ``"rgb_array"``
+    (composition stacked over time with the tumor burden) or ``"ansi"``. The vector twin
+    (``gym.make_vec("ImmuneWorld-v0", num_envs=4096)``) runs every env in one batched
+    model call per step.
+    """
+
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
+    simulator = "world"
+
+    def __init__(self, render_mode: str | None = None, *, scenario: Scenario | None = None,
+                 device: str = "cpu", model=None, bank=None, observation_noise: bool = True,
+                 world_options: dict | None = None, **scenario_fields: Any) -> None:
+        self.render_mode = render_mode
+        self._parts = EnvParts(self.simulator, 1, scenario, device=device, model=model,
+                               bank=bank, observation_noise=observation_noise,
+                               world_options=world_options, render_mode=render_mode,
+                               scenario_kwargs=scenario_fields)
+        self.scenario = self._parts.scenario
+        self.action_space = self._parts.actions.space
+        self.observation_space = self._parts.observations.space
+        self._engine_seeded = False
+        self._needs_reset = True
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        engine = self._parts.engine
+        if seed is not None:
+            engine.seed(seed)
+        elif not self._engine_seeded:
+            engine.seed(int(self.np_random.integers(2**31 - 1)))
+        self._engine_seeded = True
+        rows = np.zeros(1, dtype=np.int64)
+        engine.reset_rows(_tensor(rows, engine), self._parts.patients(options, 1))
+        self._needs_reset = False
+        self._parts.record(reset=True)
+        return _first(self._parts.observation()), row(self._parts.infos(None), 0)
+
+    def step(self, action):
+        if self._needs_reset:
+            raise RuntimeError("step: the episode has ended (or never began); call reset()")
+        engine = self._parts.engine
+        levels = self._parts.actions.doses(np.asarray(action)[None], 1)
+        outcome = engine.step(_tensor(levels, engine))
+        self._parts.record(reset=False)
+        terminated = bool(outcome.terminated[0])
+        truncated = bool(outcome.truncated[0])
+        self._needs_reset = terminated or truncated
+        return (_first(self._parts.observation()), float(outcome.reward[0]), terminated,
+                truncated, row(self._parts.infos(outcome), 0))
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return render_rgb(self._parts.trace, self.scenario)
+        if self.render_mode == "ansi":
+            return render_ansi(self._parts.trace, self.scenario)
+        return None
+
+    @property
+    def engine(self):
+        """The batched engine underneath (one row)."""
+        return self._parts.engine
+
+
+class ImmuneSimEnv(ImmuneWorldEnv):
+    """``ImmuneSim-v0``: the same card as :class:`ImmuneWorldEnv`, over the ground truth.
+
+    Each step runs ImmuneSim (:mod:`immunegym.sim`) for ``cycle_days`` days under the
+    cycle's doses: antibodies and chemotherapy on day 0, radiotherapy 8 Gy x level on days
+    0-2, targeted therapy daily. irAEs come from ImmuneSim's pharmacology and death from its
+    tumor-burden hazard. Patients come from ImmuneSim only (``patient_source="sim"``); the
+    same ``bank_seed`` gives the same patients as ``ImmuneWorld-v0``, so a policy can be
+    trained in the model and judged here.
+    """
+
+    simulator = "sim"
+
+
+def _tensor(values: np.ndarray, engine):
+    import torch
+
+    return torch.as_tensor(values, device=engine.device)
+
+
+def _first(obs):
+    if isinstance(obs, dict):
+        return {k: v[0] for k, v in obs.items()}
+    return obs[0]
