@@ -166,6 +166,51 @@ def bench_sim(
             tmp.write_text(json.dumps(result, indent=2) + "\n")
 
 
+@bench_app.command("speed")
+def bench_speed(
+    envs: Annotated[list[int] | None, typer.Option(
+        "--envs", help="Vector sizes (repeatable); default 1, 256, 4096, 65536.")] = None,
+    sync_envs: Annotated[list[int] | None, typer.Option(
+        "--sync-envs", help="SyncVectorEnv reference sizes (repeatable); default 1, 256.")] = None,
+    quick: Annotated[bool, typer.Option(help="Only 1 and 256 envs, reference at 1.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Env-steps/s of the ImmuneWorld-v0 and ImmuneSim-v0 vector envs, memory, model FLOPs."""
+    import torch
+
+    from immunegym.benchmarks.env_speed import env_speed
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    sizes = envs or ([1, 256] if quick else [1, 256, 4096, 65_536])
+    sync = sync_envs or ([1] if quick else [1, 256])
+
+    def progress(row: dict) -> None:
+        console.print(f"{row['env_id']:<15} {row['vectorizer']:<6} {row['num_envs']:>6,} envs: "
+                      f"{row['env_steps_per_s']:>10,.0f} env-steps/s, peak RSS "
+                      f"{row['peak_rss_mb']:,.0f} MB")
+
+    result = env_speed(sizes, sync, device=device, on_row=progress)
+    table = Table(title=f"Vector env throughput on {device}")
+    for col in ("env", "vectorizer", "envs", "env-steps/s", "state kB/env", "peak RSS MB",
+                "% matmul peak"):
+        table.add_column(col, justify="right")
+    for row in result["results"]:
+        frac = row.get("fraction_of_matmul_peak")
+        state = row.get("state_bytes_per_env")
+        table.add_row(row["env_id"], row["vectorizer"], f"{row['num_envs']:,}",
+                      f"{row['env_steps_per_s']:,.0f}",
+                      "-" if state is None else f"{state / 1e3:,.1f}",
+                      f"{row['peak_rss_mb']:,.0f}", "-" if frac is None else f"{100 * frac:.1f}")
+    console.print(table)
+    if json_path is not None:
+        from immunegym._atomic import atomic_path
+
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
 @sim_app.command("calibrate")
 def sim_calibrate(
     n: Annotated[int, typer.Option(help="Patients per arm for the check.")] = 4000,

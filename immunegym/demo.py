@@ -4,7 +4,8 @@ For now: (1) the real Sade-Feldman 2018 melanoma cohort, harmonized onto the uni
 ontology, pre-treatment responders vs non-responders as a table and a stacked-bar figure;
 (2) one ImmuneSim virtual patient followed under two regimens from the same hidden state;
 (3) the pretrained world model forecasting a held-out patient from its baseline biopsy,
-against ImmuneSim's truth. Later issues add the environment and planners.
+against ImmuneSim's truth; (4) one episode of ``ImmuneWorld-v0`` and the same patient in
+``ImmuneSim-v0`` under anti-PD-1, rendered. A later issue adds the planners.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
     console.print(f"wrote {path}")
     simulated_patient(out_dir, console=console)
     held_out_forecast(out_dir, console=console)
+    env_episode(out_dir, console=console)
     return path
 
 
@@ -226,3 +228,54 @@ def held_out_forecast(out_dir: str | os.PathLike[str] = "immunegym-out",
                   f"{w1[0]:.3f} (cycle 1) -> {w1[-1]:.3f} (cycle {cycles})")
     console.print(f"wrote {path}")
     return path
+
+
+def env_episode(out_dir: str | os.PathLike[str] = "immunegym-out",
+                console: Console | None = None, patient: int = 0, seed: int = 0) -> Path:
+    """One episode in ``ImmuneWorld-v0`` and the same patient in ``ImmuneSim-v0``.
+
+    The policy gives anti-PD-1 at the standard dose every cycle it is allowed. Both episodes
+    are printed (``render_mode="ansi"``) and the world-model episode's last frame
+    (``"rgb_array"``) is written as a PNG.
+
+    Returns
+    -------
+    pathlib.Path
+        The PNG of the ImmuneWorld episode.
+    """
+    import gymnasium as gym
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from immunegym._atomic import atomic_path
+    from immunegym.sim.outcomes import RESPONSE_CODES
+
+    console = console or Console()
+    frame = None
+    for env_id in ("ImmuneWorld-v0", "ImmuneSim-v0"):
+        env = gym.make(env_id, render_mode="ansi" if env_id == "ImmuneSim-v0" else "rgb_array",
+                       action_type="multibinary", terminate_on_progression=False)
+        obs, info = env.reset(seed=seed, options={"patient": patient})
+        total, done = 0.0, False
+        while not done:
+            action = np.array([1, 0, 0, 0, 0]) * info["action_mask"]
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += reward
+            done = terminated or truncated
+        if env_id == "ImmuneWorld-v0":
+            frame = env.render()
+            console.print(f"{env_id}: return {total:.2f}, best response "
+                          f"{RESPONSE_CODES[int(info['best_response'])]}, "
+                          f"{int(info['cycle'])} cycles")
+        else:
+            console.print(env.render(), soft_wrap=True, highlight=False)
+            console.print(f"{env_id}: return {total:.2f}, best response "
+                          f"{RESPONSE_CODES[int(info['best_response'])]}")
+        env.close()
+    path = Path(out_dir) / "immuneworld_episode.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        plt.imsave(tmp, frame, format="png")
+    console.print(f"wrote {path}")
+    return path
+

@@ -57,8 +57,9 @@ class EnvParts:
         allowed = e.allowed().cpu().numpy()
         info = {
             "action_mask": self.actions.mask(allowed),
-            "patient": e.patient.cpu().numpy(),
-            "cycle": e.clinical.cycle.cpu().numpy(),
+            # Copies: on CPU .numpy() shares memory with tensors the next step overwrites.
+            "patient": e.patient.cpu().numpy().copy(),
+            "cycle": e.clinical.cycle.cpu().numpy().copy(),
             "day": (e.clinical.cycle * self.scenario.cycle_days).cpu().numpy(),
             "sod_mm": e.sod_true.cpu().numpy().astype(np.float64),
             "best_response": e.best_response().cpu().numpy(),
@@ -70,10 +71,10 @@ class EnvParts:
                         irae=zeros.astype(bool))
         else:
             info.update(cost=outcome.cost.cpu().numpy().astype(np.float64),
-                        given=outcome.given.cpu().numpy(),
-                        died=outcome.died.cpu().numpy(),
-                        progressed=outcome.progressed.cpu().numpy(),
-                        irae=outcome.irae.cpu().numpy())
+                        given=outcome.given.cpu().numpy().copy(),
+                        died=outcome.died.cpu().numpy().copy(),
+                        progressed=outcome.progressed.cpu().numpy().copy(),
+                        irae=outcome.irae.cpu().numpy().copy())
         return info
 
     def record(self, reset: bool) -> None:

@@ -9,6 +9,7 @@ from numpy around it; nothing here is numpy except the bank's names.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ from immunegym.env.scenario import Scenario
 from immunegym.env.sim_core import SimCore
 from immunegym.env.world_core import WorldCore
 from immunegym.sim import ImmuneSim
-from immunegym.sim.outcomes import RecistTracker
+from immunegym.sim.outcomes import RecistTracker, sum_of_diameters
 
 
 @dataclass
@@ -76,11 +77,12 @@ class Engine:
                  observation_noise: bool = True, world_options: dict | None = None) -> None:
         if simulator not in ("world", "sim"):
             raise ValueError(f"simulator: got {simulator!r}; expected 'world' or 'sim'")
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
             raise ValueError(f"num_envs: got {n!r}; expected an integer >= 1")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        n = int(n)
         self.simulator, self.scenario, self.n = simulator, scenario, n
         self.cells = scenario.biopsy_cells if observation_noise else 0
         self.imaging_cv = scenario.imaging_cv if observation_noise else 0.0
@@ -95,14 +97,19 @@ class Engine:
         self.model = model
         if bank is None:
             bank = _scenario_bank(scenario, simulator, model, self.device)
+        bank = bank.to(self.device)
         if simulator == "sim" and not bank.has_hidden_state:
             raise ValueError("patient_source: ImmuneSim-v0 needs ImmuneSim patients (source "
                              "'sim'); a cohort's biopsies do not carry the hidden state")
         self.bank = bank
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         if simulator == "world":
+            # No tumor outgrows ImmuneSim's carrying capacity; neither does the model's.
+            capacity = float(sum_of_diameters(torch.tensor(self.rates["tumor_capacity"]),
+                                              self.rates))
+            options = {"max_sod_mm": capacity, **(world_options or {})}
             self.core: WorldCore | SimCore = WorldCore(
-                model, n, scenario.horizon, scenario.cycle_days, **(world_options or {}))
+                model, n, scenario.horizon, scenario.cycle_days, **options)
         else:
             self.core = SimCore(self.sim, bank.sim_patients, bank.sim_state, n,
                                 scenario.cycle_days)

@@ -137,8 +137,8 @@ class PatientBank:
         k = counts.shape[1]
         weights = prior if prior is not None else torch.ones(k)
         composition = split_blocks(counts, block, weights)
-        # Baseline burden: the first scan on or after... the first scan at all, else the
-        # cohort median (a patient without imaging still needs a starting size).
+        # Baseline burden: the patient's first scan, else the cohort median (a patient
+        # without imaging still needs a starting size).
         scanned = tl.burden_observed.float()
         first_scan = scanned.argmax(1)
         sod = torch.expm1(tl.burden[rows, first_scan]).clamp_min(0)
@@ -156,6 +156,15 @@ class PatientBank:
             program_mask=tl.program_mask[rows, first].to(device),
             irae_susceptibility=torch.as_tensor(suscept, dtype=torch.float32, device=device),
             patient_id=tl.patients["patient_id"].astype(str).to_numpy())
+
+    def to(self, device: str | torch.device) -> PatientBank:
+        """The same patients with every tensor on ``device``."""
+        return PatientBank(
+            self.cancer_type, self.composition.to(device), self.sod_mm.to(device),
+            self.programs.to(device), self.program_mask.to(device),
+            self.irae_susceptibility.to(device), self.patient_id,
+            None if self.sim_patients is None else self.sim_patients.to(device),
+            None if self.sim_state is None else self.sim_state.to(device))
 
     def index_of(self, patient: int | str) -> int:
         """Row of a patient given by row number or identifier (a clear error otherwise)."""

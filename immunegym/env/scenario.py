@@ -32,6 +32,8 @@ be overridden as a keyword of ``gym.make``:
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -124,12 +126,23 @@ class Scenario:
         def bad(name: str, value: object, expected: str) -> ValueError:
             return ValueError(f"{name}: got {value!r}; expected {expected}")
 
-        if not isinstance(self.horizon, int) or not 1 <= self.horizon <= 100:
+        def integer(value: object) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        if not integer(self.horizon) or not 1 <= self.horizon <= 100:
             raise bad("horizon", self.horizon, "an integer number of cycles in 1..100")
-        if not isinstance(self.cycle_days, int) or not 7 <= self.cycle_days <= 42:
+        if not integer(self.cycle_days) or not 7 <= self.cycle_days <= 42:
             raise bad("cycle_days", self.cycle_days, "an integer in 7..42")
-        if not isinstance(self.bank_size, int) or self.bank_size < 1:
+        if not integer(self.bank_size) or self.bank_size < 1:
             raise bad("bank_size", self.bank_size, "an integer >= 1")
+        if not integer(self.bank_seed):
+            raise bad("bank_seed", self.bank_seed, "an integer")
+        if not (isinstance(self.patient_source, (str, os.PathLike))
+                and str(self.patient_source)):
+            raise bad("patient_source", self.patient_source, "'sim' or a path to an .h5ad")
+        if not isinstance(self.terminate_on_progression, bool):
+            raise bad("terminate_on_progression", self.terminate_on_progression,
+                      "true or false")
         if self.action_type not in ACTION_TYPES:
             raise bad("action_type", self.action_type, f"one of {list(ACTION_TYPES)}")
         if self.observation_type not in OBSERVATION_TYPES:
@@ -147,13 +160,13 @@ class Scenario:
             if unknown:
                 raise bad("menu", regimen, f"therapies from {list(THERAPIES)} joined by '+', "
                           "or 'none'")
-        if not isinstance(self.biopsy_cells, int) or self.biopsy_cells < 0:
+        if not integer(self.biopsy_cells) or self.biopsy_cells < 0:
             raise bad("biopsy_cells", self.biopsy_cells, "an integer >= 0 (0: noise-free)")
         if not (math.isfinite(self.imaging_cv) and 0 <= self.imaging_cv <= 1):
             raise bad("imaging_cv", self.imaging_cv, "a number in [0, 1]")
         for name in ("biopsy_every", "scan_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not integer(value) or value < 1:
                 raise bad(name, value, "an integer >= 1 (cycles)")
         weights = dict(self.cancer_types)
         if any(not (isinstance(w, (int, float)) and w >= 0) for w in weights.values()) or (
@@ -257,5 +270,10 @@ def load_scenario_file(path: str | Path) -> ScenarioFile:
     try:
         scenario = Scenario().updated(**settings)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: {err}") from None
+        # Name the section and key the user wrote, not the field they map to.
+        where = {field_: f"[{section}] {key}" for section, table in _SECTIONS.items()
+                 for key, field_ in table.items()}
+        field_name = str(err).split(":", 1)[0].split("[", 1)[0]
+        prefix = f"{where[field_name]} -> " if field_name in where else ""
+        raise ValueError(f"{path}: {prefix}{err}") from None
     return ScenarioFile(env_id, simulator, scenario, path)

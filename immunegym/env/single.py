@@ -20,9 +20,11 @@ class ImmuneWorldEnv(gym.Env):
     types of the unified ontology) and a baseline scan (sum of target-lesion diameters,
     SOD). Every step is one treatment cycle (21 days by default): the agent chooses the
     therapies and dose levels, the pretrained trajectory-aware Transformer world model
-    predicts the tumor immune microenvironment after the cycle (a draw from its predictive
-    distribution, with one ensemble member per episode), and the agent sees the next biopsy
-    and scan. ``ImmuneSim-v0`` has the same interface over the mechanistic ground truth.
+    predicts the tumor immune microenvironment after the cycle (the mean of one ensemble
+    member's predictive distribution, the member drawn per episode;
+    ``world_options={"sample": True}`` draws from the distribution instead), and the agent
+    sees the next biopsy and scan. ``ImmuneSim-v0`` has the same interface over the
+    mechanistic ground truth.
 
     ## Action space
     ``Scenario.action_type`` (``gym.make(..., action_type=...)``):

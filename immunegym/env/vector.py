@@ -8,11 +8,16 @@ numpy in and out, torch inside. Autoreset follows Gymnasium 1.x:
   reward 0 and ``terminated = truncated = False``;
 * ``SAME_STEP``: an env that ends is reset within the same call; the returned observation is
   the new episode's first, and ``infos["final_obs"]`` / ``infos["final_info"]`` hold the
-  last ones (masked by ``infos["_final_obs"]``).
+  last ones (masked by ``infos["_final_obs"]``). On that step ``cost``, ``given``,
+  ``died``, ``progressed`` and ``irae`` describe the cycle that ended (a constrained-RL
+  learner needs its cost), while ``action_mask``, ``patient``, ``cycle``, ``day``,
+  ``sod_mm`` and ``best_response`` already describe the new episode; ``final_info`` holds
+  all of them for the episode that ended.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -55,7 +60,8 @@ class ImmuneWorldVectorEnv(VectorEnv):
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode: {mode} is not supported; expected NEXT_STEP "
                              "or SAME_STEP")
-        self.num_envs = num_envs
+        integral = isinstance(num_envs, numbers.Integral) and not isinstance(num_envs, bool)
+        self.num_envs = int(num_envs) if integral else num_envs  # the engine validates it
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self._parts = EnvParts(self.simulator, num_envs, scenario, device=device, model=model,

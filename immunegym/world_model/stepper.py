@@ -110,10 +110,12 @@ def _time_attention(attn: torch.nn.MultiheadAttention, h: torch.Tensor, keys: to
     q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     keys[rows, :, :, position] = k.reshape(b, t, n_h, d // n_h).to(keys.dtype)
     values[rows, :, :, position] = v.reshape(b, t, n_h, d // n_h).to(values.dtype)
-    visible = torch.arange(keys.shape[3], device=h.device) <= position.unsqueeze(1)
+    # Read only the slots some row uses: rows of an env batch are mostly early in episodes.
+    n_used = int(position.max()) + 1
+    visible = torch.arange(n_used, device=h.device) <= position.unsqueeze(1)
     mask = visible[:, None, None, None, :]  # (B, 1, 1, 1, L)
-    out = F.scaled_dot_product_attention(_heads(q, n_h), keys.to(q.dtype),
-                                         values.to(q.dtype), attn_mask=mask)
+    out = F.scaled_dot_product_attention(_heads(q, n_h), keys[..., :n_used, :].to(q.dtype),
+                                         values[..., :n_used, :].to(q.dtype), attn_mask=mask)
     return attn.out_proj(out.reshape(b, t, d))
 
 
