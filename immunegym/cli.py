@@ -193,9 +193,9 @@ def bench_speed(
 
     result = env_speed(sizes, sync, device=device, on_row=progress)
     table = Table(title=f"Vector env throughput on {device}")
-    for col in ("env", "vectorizer", "envs", "env-steps/s", "state kB/env", "peak RSS MB",
-                "% matmul peak"):
-        table.add_column(col, justify="right")
+    for col in ("env id", "vectorizer", "envs", "env-steps/s", "kB/env", "peak RSS MB",
+                "% peak"):
+        table.add_column(col, justify="right", no_wrap=True)
     for row in result["results"]:
         frac = row.get("fraction_of_matmul_peak")
         state = row.get("state_bytes_per_env")

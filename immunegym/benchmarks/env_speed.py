@@ -5,8 +5,10 @@ immunegym.benchmarks.env_speed '{json}'``) so that its peak resident memory is i
 configuration builds the vector env (one patient bank shared by all envs), resets it, takes
 one warm-up step and times ``steps`` steps of random actions, autoresets included. The
 reference is Gymnasium's ``SyncVectorEnv`` over single envs (the same bank and model
-objects), i.e. what a generic per-process wrapper achieves. FLOPs of the world model per
-env-step are counted with ``torch.utils.flop_counter`` over whole episodes.
+objects), i.e. what a generic per-process wrapper achieves. Timing covers whole episodes
+(a multiple of the horizon from reset), because a world-model step costs more as the
+history grows. FLOPs of the world model per env-step are counted with
+``torch.utils.flop_counter`` over a whole episode too.
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ def _peak_rss_mb() -> float:
 
 
 def run_one(kind: str, n: int, *, vectorizer: str = "native", device: str = "cpu",
-            target_env_steps: int = 40_000, max_steps: int = 40, seed: int = 0,
+            target_env_steps: int = 2_000, max_episodes: int = 10,
+            max_env_steps: int = 150_000, seed: int = 0,
             world_options: dict | None = None) -> dict[str, Any]:
-    """Time one configuration in this process (see the module docstring)."""
+    """Time one configuration in this process (see the module docstring).
+
+    Times ``k`` horizons of steps from a fresh reset, ``k`` in ``1..max_episodes`` chosen to
+    reach ``target_env_steps``; but at most ``max_env_steps`` env-steps, so very large
+    batches time only the first steps of their episodes (``"whole_episodes": false``).
+    """
     import gymnasium as gym
     import numpy as np
     import torch
@@ -67,8 +75,11 @@ def run_one(kind: str, n: int, *, vectorizer: str = "native", device: str = "cpu
     build = time.perf_counter() - start
     env.action_space.seed(seed)
     actions = [env.action_space.sample() for _ in range(4)]
-    env.step(actions[0])
-    steps = max(1, min(max_steps, math.ceil(target_env_steps / n)))
+    env.step(actions[0])  # warm-up (first-call allocations), then a fresh start
+    env.reset(seed=seed)
+    horizon = scenario.horizon
+    steps = horizon * max(1, min(max_episodes, math.ceil(target_env_steps / (n * horizon))))
+    steps = max(1, min(steps, max_env_steps // n))
     rng = np.random.default_rng(seed)
     if device != "cpu":
         torch.cuda.synchronize()
@@ -80,7 +91,8 @@ def run_one(kind: str, n: int, *, vectorizer: str = "native", device: str = "cpu
     elapsed = time.perf_counter() - start
     row: dict[str, Any] = {
         "simulator": kind, "env_id": ENV_IDS[kind], "vectorizer": vectorizer, "num_envs": n,
-        "device": device, "steps": steps, "seconds": elapsed,
+        "device": device, "steps": steps, "whole_episodes": steps % horizon == 0,
+        "seconds": elapsed,
         "env_steps_per_s": n * steps / elapsed, "build_and_reset_seconds": build,
         "rss_growth_mb": _rss_mb() - rss_before, "peak_rss_mb": _peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),

@@ -89,8 +89,8 @@ class ImmuneWorldVectorEnv(VectorEnv):
         ``seed`` seeds the one batched generator (an int; a list uses its first entry).
         ``options["patient"]`` pins a bank patient (row or id) for all envs, or one per env.
         """
-        if isinstance(seed, (list, tuple)):
-            seed = seed[0]
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            seed = int(seed[0])
         super().reset(seed=seed)
         engine = self.engine
         if seed is not None:
