@@ -34,6 +34,27 @@ class EnvParts:
         self.actions = ActionCodec(scenario)
         self.observations = ObservationCodec(scenario, self.engine.bank.programs.shape[2])
         self.trace = Trace()
+        self.render_mode = render_mode
+        self._engine_seeded = False
+
+    def seed_engine(self, seed: int | None, np_random: np.random.Generator) -> None:
+        """Seed the engine with ``seed``; on a first reset without one, from ``np_random``
+        (which Gymnasium seeds from entropy), so unseeded runs differ and seeded ones repeat."""
+        if seed is not None:
+            self.engine.seed(seed)
+        elif not self._engine_seeded:
+            self.engine.seed(int(np_random.integers(2**31 - 1)))
+        self._engine_seeded = True
+
+    def render(self):
+        """Row 0's course as an RGB frame or text, per ``render_mode`` (None otherwise)."""
+        from immunegym.env.render import render_ansi, render_rgb
+
+        if self.render_mode == "rgb_array":
+            return render_rgb(self.trace, self.scenario)
+        if self.render_mode == "ansi":
+            return render_ansi(self.trace, self.scenario)
+        return None
 
     def patients(self, options: dict[str, Any] | None, n: int) -> torch.Tensor | None:
         """Bank rows pinned by ``options["patient"]`` (one id/row, or one per env)."""

@@ -8,7 +8,6 @@ import gymnasium as gym
 import numpy as np
 
 from immunegym.env.base import RENDER_MODES, EnvParts, row
-from immunegym.env.render import render_ansi, render_rgb
 from immunegym.env.scenario import Scenario
 
 
@@ -114,17 +113,12 @@ class ImmuneWorldEnv(gym.Env):
         self.scenario = self._parts.scenario
         self.action_space = self._parts.actions.space
         self.observation_space = self._parts.observations.space
-        self._engine_seeded = False
         self._needs_reset = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         engine = self._parts.engine
-        if seed is not None:
-            engine.seed(seed)
-        elif not self._engine_seeded:
-            engine.seed(int(self.np_random.integers(2**31 - 1)))
-        self._engine_seeded = True
+        self._parts.seed_engine(seed, self.np_random)
         rows = np.zeros(1, dtype=np.int64)
         engine.reset_rows(_tensor(rows, engine), self._parts.patients(options, 1))
         self._needs_reset = False
@@ -145,11 +139,7 @@ class ImmuneWorldEnv(gym.Env):
                 truncated, row(self._parts.infos(outcome), 0))
 
     def render(self):
-        if self.render_mode == "rgb_array":
-            return render_rgb(self._parts.trace, self.scenario)
-        if self.render_mode == "ansi":
-            return render_ansi(self._parts.trace, self.scenario)
-        return None
+        return self._parts.render()
 
     @property
     def engine(self):

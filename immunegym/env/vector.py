@@ -26,7 +26,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from immunegym.env.base import RENDER_MODES, EnvParts, row
-from immunegym.env.render import render_ansi, render_rgb
 from immunegym.env.scenario import Scenario
 
 
@@ -74,7 +73,6 @@ class ImmuneWorldVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._pending = np.zeros(num_envs, dtype=bool)
-        self._engine_seeded = False
         self._started = False
 
     @property
@@ -93,11 +91,7 @@ class ImmuneWorldVectorEnv(VectorEnv):
             seed = int(seed[0])
         super().reset(seed=seed)
         engine = self.engine
-        if seed is not None:
-            engine.seed(seed)
-        elif not self._engine_seeded:
-            engine.seed(int(self.np_random.integers(2**31 - 1)))
-        self._engine_seeded = True
+        self._parts.seed_engine(seed, self.np_random)
         mask = np.ones(self.num_envs, dtype=bool)
         if options and options.get("reset_mask") is not None:
             mask = np.asarray(options["reset_mask"], dtype=bool)
@@ -166,11 +160,7 @@ class ImmuneWorldVectorEnv(VectorEnv):
             self._parts.record(reset=True)
 
     def render(self):
-        if self.render_mode == "rgb_array":
-            return render_rgb(self._parts.trace, self.scenario)
-        if self.render_mode == "ansi":
-            return render_ansi(self._parts.trace, self.scenario)
-        return None
+        return self._parts.render()
 
     def info_of(self, infos: dict[str, Any], i: int) -> dict[str, Any]:
         """The info of env ``i`` from a batched info dict (without the masks)."""
