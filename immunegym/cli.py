@@ -211,6 +211,138 @@ def bench_speed(
             tmp.write_text(json.dumps(result, indent=2) + "\n")
 
 
+@bench_app.command("planners")
+def bench_planners(
+    quick: Annotated[bool, typer.Option(
+        help="64 patients, smaller searches, 30k PPO steps: minutes on 2 CPUs.")] = False,
+    n_patients: Annotated[int | None, typer.Option(help="Held-out patients.")] = None,
+    horizon: Annotated[int | None, typer.Option(help="Cycles per episode.")] = None,
+    ppo_timesteps: Annotated[int | None, typer.Option(
+        help="SB3 PPO training steps (0 leaves PPO out).")] = None,
+    rllib_iterations: Annotated[int | None, typer.Option(
+        help="RLlib PPO iterations (0 leaves it out; the full run has 0).")] = None,
+    agent: Annotated[list[str] | None, typer.Option(
+        "--agent", help="Run only these agents (repeatable); the oracle always runs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of agents and envs.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Directory for leaderboard.md and leaderboard.png.")] = None,
+) -> None:
+    """Every agent on the same held-out patients, judged in ImmuneSim (the ground truth)."""
+    import dataclasses
+
+    import torch
+
+    from immunegym.benchmarks.planners import FULL, QUICK, run_leaderboard, show_and_write
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = QUICK if quick else FULL
+    overrides = {"n_patients": n_patients, "horizon": horizon, "ppo_timesteps": ppo_timesteps,
+                 "rllib_iterations": rllib_iterations}
+    cfg = dataclasses.replace(cfg, seed=seed,
+                              **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        result = run_leaderboard(cfg, device=device, only=agent, log=console.print)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    result["command"] = "immunegym bench planners" + (" --quick" if quick else "")
+    show_and_write(result, json_path=json_path, out=out, console=console)
+
+
+@app.command()
+def plan(
+    cohort: Annotated[Path, typer.Option(help="Registered cohort (.h5ad) with the patient.")],
+    patient: Annotated[str, typer.Option(help="Patient id in the cohort.")],
+    budget: Annotated[int, typer.Option(help="Plans scored per search.")] = 320,
+    method: Annotated[str, typer.Option(help="beam, cem or exhaustive.")] = "beam",
+    horizon: Annotated[int, typer.Option(help="Cycles (3 weeks) planned.")] = 8,
+    regimen: Annotated[list[str] | None, typer.Option(
+        "--regimen", help="Also compare these regimens (text or name; repeatable).")] = None,
+    samples: Annotated[int, typer.Option(help="Counterfactual samples per regimen.")] = 60,
+    top: Annotated[int, typer.Option(help="Searched regimens shown.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of search and counterfactuals.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Directory for the tree PNG.")] = Path(
+        "immunegym-out"),
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Ranked regimens for one patient, their counterfactual outcomes and the tree plot."""
+    import anndata as ad
+    import torch
+
+    from immunegym.planning.counterfactuals import counterfactual, plot_counterfactual_tree
+    from immunegym.planning.regimen import STANDARD_OF_CARE, standard_of_care
+    from immunegym.planning.regimen_search import search
+    from immunegym.world_model import load
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not cohort.exists():
+        raise typer.BadParameter(f"--cohort: no file {cohort}")
+    adata = ad.read_h5ad(cohort)
+    model = load(device=device)
+    try:
+        found = search(adata, budget, patients=[patient], method=method, horizon=horizon,
+                       model=model, top_k=top, seed=seed, device=device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    ranked = found.ranked[0]
+    cancer = str(found_cancer(adata, patient))
+    candidates = [str(p) for p, _ in ranked]
+    extra = list(regimen or [])
+    if cancer in STANDARD_OF_CARE:
+        extra.append(str(standard_of_care(cancer)))
+    extra.append("none")
+    for text in extra:
+        if text not in candidates:
+            candidates.append(text)
+    try:
+        cf = counterfactual(adata, candidates, samples, patient=patient, model=model,
+                            horizon=horizon, seed=seed, device=device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    frame = cf.table()
+    predicted = {str(p): v for p, v in ranked}
+    table = Table(title=f"{patient} ({cancer}): regimens ranked by the world model")
+    for col in ("rank", "regimen", "predicted return", "P(response)", "P(progression)",
+                "median SOD mm (5-95%)", "sd log SOD epi / alea"):
+        table.add_column(col, justify="left" if col == "regimen" else "right")
+    for i, text in enumerate(candidates):
+        row = frame.loc[text]
+        source = f"{i + 1}" if text in predicted else ("SOC" if i < len(candidates) - 1
+                                                          and text != "none" else "-")
+        table.add_row(source, text, f"{predicted[text]:.2f}" if text in predicted else "-",
+                      f"{row.p_response:.0%}", f"{row.p_progression:.0%}",
+                      f"{row.median_final_sod_mm:.0f} ({row.final_sod_mm_q05:.0f}-"
+                      f"{row.final_sod_mm_q95:.0f})",
+                      f"{row.sd_log_sod_epistemic:.2f} / {row.sd_log_sod_aleatoric:.2f}")
+    console.print(table)
+    png = plot_counterfactual_tree(cf, out / f"counterfactual_tree_{_safe(patient)}.png")
+    console.print(f"wrote {png}")
+    if json_path is not None:
+        from immunegym._atomic import atomic_path
+
+        result = {"patient": patient, "cancer_type": cancer, "method": method,
+                  "budget": budget, "ranked": [{"regimen": str(p), "predicted_return": v}
+                                               for p, v in ranked],
+                  "counterfactual": cf.to_dict()}
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def found_cancer(adata, patient: str) -> str:
+    """The cancer type of a cohort patient (from the registered obs columns)."""
+    obs = adata.obs
+    rows = obs[obs["patient_id"].astype(str) == patient]
+    return str(rows["cancer_type"].iloc[0]) if len(rows) and "cancer_type" in obs else ""
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 @sim_app.command("calibrate")
 def sim_calibrate(
     n: Annotated[int, typer.Option(help="Patients per arm for the check.")] = 4000,

@@ -1,0 +1,241 @@
+"""Run a policy over a fixed set of patients in ImmuneWorld or ImmuneSim and score it.
+
+Every agent and planner is judged the same way (the leaderboard, ``python -m agents.*``):
+one native vector env with one row per patient, each row pinned to its bank patient, run for
+one episode. A :class:`Policy` sees, at the start, only what a clinic knows
+(:class:`EpisodeStart`: the cancer type, the baseline biopsy and scan) and then, every
+cycle, the observation and the info (action mask included). :func:`evaluate_policy` returns
+per-patient outcomes (:class:`Evaluation`): return, RECIST best response, grade >= 3 irAE,
+progression-free survival and death.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from immunegym.env.scenario import RewardWeights, Scenario
+from immunegym.planning.policy import EpisodeStart, Policy
+from immunegym.sim.outcomes import RESPONSE_CODES
+
+SIMULATORS: tuple[str, ...] = ("world", "sim")
+"""``"world"``: ImmuneWorld-v0 (the world model); ``"sim"``: ImmuneSim-v0 (ground truth)."""
+
+
+@dataclass
+class Evaluation:
+    """Per-patient outcomes of one policy in one simulator.
+
+    Attributes
+    ----------
+    policy, simulator
+        Who acted and where (``"world"`` or ``"sim"``).
+    patient_id, cancer_type
+        ``(n,)`` the patients.
+    returns
+        ``(n,)`` undiscounted episode returns.
+    best_response
+        ``(n,)`` RECIST best overall response (:data:`RESPONSE_CODES` names).
+    irae
+        ``(n,)`` a grade >= 3 immune-related adverse event happened.
+    cost
+        ``(n,)`` grade >= 3 adverse events of any kind (``info["cost"]`` summed).
+    pfs_cycles
+        ``(n,)`` cycles to progression or death, or to the episode's end (censored).
+    pfs_event
+        ``(n,)`` progression or death was observed (not censored).
+    died
+        ``(n,)`` the patient died in the episode.
+    given
+        ``(n, H, R)`` dose multiples actually given per cycle (zeros after the end).
+    """
+
+    policy: str
+    simulator: str
+    patient_id: np.ndarray
+    cancer_type: np.ndarray
+    returns: np.ndarray
+    best_response: np.ndarray
+    irae: np.ndarray
+    cost: np.ndarray
+    pfs_cycles: np.ndarray
+    pfs_event: np.ndarray
+    died: np.ndarray
+    given: np.ndarray
+
+    @property
+    def responder(self) -> np.ndarray:
+        """``(n,)`` best response PR or CR."""
+        return np.isin(self.best_response, ("PR", "CR"))
+
+    def summary(self, *, seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+        """Means with bootstrap 95% CIs over patients, and the Kaplan-Meier PFS median."""
+        from immunegym.sim.trial import km_median
+
+        rng = np.random.default_rng(seed)
+        n = len(self.returns)
+        boot = rng.integers(0, n, (n_boot, n))
+
+        def mean_ci(x: np.ndarray) -> tuple[float, list[float]]:
+            x = np.asarray(x, dtype=float)
+            lo, hi = np.quantile(x[boot].mean(1), [0.025, 0.975])
+            return float(x.mean()), [float(lo), float(hi)]
+
+        ret, ret_ci = mean_ci(self.returns)
+        orr, orr_ci = mean_ci(self.responder)
+        irae, irae_ci = mean_ci(self.irae)
+        if self.pfs_event.any():
+            median, median_ci = km_median(self.pfs_cycles.astype(float), self.pfs_event)
+        else:  # nobody progressed or died: the median is not reached
+            median, median_ci = np.inf, (np.inf, np.inf)
+        return {
+            "n_patients": n,
+            "return": ret, "return_ci95": ret_ci,
+            "orr": orr, "orr_ci95": orr_ci,
+            "irae": irae, "irae_ci95": irae_ci,
+            "adverse_events_per_patient": float(self.cost.mean()),
+            "pfs_median_cycles": _finite(median),
+            "pfs_median_ci95": [_finite(v) for v in median_ci],
+            "death_rate": float(self.died.mean()),
+        }
+
+
+def episode_start(env, obs: Any, infos: dict[str, np.ndarray]) -> EpisodeStart:
+    """The :class:`EpisodeStart` of a freshly reset native vector env (observations only)."""
+    parts = env._parts.observations
+    if isinstance(obs, dict):
+        composition, burden = obs["composition"], obs["burden"][:, 0]
+    else:
+        composition = obs[:, parts.slices["composition"]]
+        burden = obs[:, parts.slices["burden"]][:, 0]
+    bank = env.engine.bank
+    rows = np.asarray(infos["patient"])
+    return EpisodeStart(cancer_type=bank.cancer_type[rows].astype(str),
+                        patient_id=bank.patient_id[rows].astype(str),
+                        composition=np.asarray(composition, dtype=np.float32).copy(),
+                        sod_mm=np.expm1(np.asarray(burden, dtype=np.float64)),
+                        scenario=env.scenario)
+
+
+def make_env(simulator: str, scenario: Scenario, n_envs: int, *, model=None,
+             device: str = "cpu", bank=None):
+    """A native vector env of ``simulator`` (NEXT_STEP autoreset)."""
+    from immunegym.env.vector import ImmuneSimVectorEnv, ImmuneWorldVectorEnv
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator: got {simulator!r}; expected one of {list(SIMULATORS)}")
+    cls = ImmuneWorldVectorEnv if simulator == "world" else ImmuneSimVectorEnv
+    return cls(n_envs, scenario=scenario, model=model if simulator == "world" else None,
+               device=device, bank=bank)
+
+
+def evaluate_policy(policy: Policy, simulator: str, scenario: Scenario, *,
+                    n_patients: int | None = None, model=None, seed: int = 0,
+                    device: str = "cpu") -> Evaluation:
+    """One episode per patient of the scenario's bank, all rows in one vector env.
+
+    Parameters
+    ----------
+    policy
+        The agent (:class:`Policy`).
+    simulator
+        ``"world"`` (ImmuneWorld-v0) or ``"sim"`` (ImmuneSim-v0, the ground truth).
+    scenario
+        The scenario; its ``bank_seed`` and ``bank_size`` fix the patients, so the same
+        scenario gives the same patients in both simulators.
+    n_patients
+        The first ``n_patients`` of the bank (all when ``None``).
+    model
+        World model for ``"world"`` (the pretrained default when ``None``).
+    seed
+        Seed of the env (biopsies, scans, toxicity, dynamics).
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+    n = scenario.bank_size if n_patients is None else int(n_patients)
+    if not 1 <= n <= scenario.bank_size:
+        raise ValueError(f"n_patients: got {n_patients!r}; expected 1..{scenario.bank_size} "
+                         "(the scenario's bank_size)")
+    env = make_env(simulator, scenario, n, model=model, device=device)
+    obs, infos = env.reset(seed=seed, options={"patient": np.arange(n)})
+    start = episode_start(env, obs, infos)
+    policy.start(start)
+    h, r = scenario.horizon, infos["given"].shape[1]
+    returns = np.zeros(n)
+    cost = np.zeros(n)
+    irae = np.zeros(n, dtype=bool)
+    died = np.zeros(n, dtype=bool)
+    event = np.zeros(n, dtype=bool)
+    pfs = np.full(n, h, dtype=np.int64)
+    best = np.zeros(n, dtype=np.int64)
+    given = np.zeros((n, h, r), dtype=np.float32)
+    done = np.zeros(n, dtype=bool)
+    for cycle in range(h):
+        actions = policy.act(obs, infos)
+        obs, reward, terminated, truncated, infos = env.step(actions)
+        live = ~done
+        returns[live] += reward[live]
+        cost[live] += infos["cost"][live]
+        irae |= live & infos["irae"]
+        died |= live & infos["died"]
+        given[live, cycle] = infos["given"][live]
+        ended = live & ~event & (infos["died"] | infos["progressed"])
+        pfs[ended] = cycle + 1
+        event |= ended
+        finishing = live & (terminated | truncated)
+        best[finishing] = infos["best_response"][finishing]
+        done |= terminated | truncated
+        if done.all():
+            break
+    env.close()
+    return Evaluation(policy.name, simulator, start.patient_id, start.cancer_type, returns,
+                      np.asarray(RESPONSE_CODES)[best], irae, cost, pfs, event, died, given)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+HELD_OUT_BANK_SEED = 20_261
+"""Bank seed of the held-out evaluation patients (training envs use other seeds)."""
+
+LEADERBOARD_REWARD = RewardWeights(toxicity=1.0)
+"""The leaderboard's reward: the env default, and a grade >= 3 adverse event costs as much
+as a RECIST progression (with the env's default 0, more therapy is never worse)."""
+
+
+def leaderboard_scenario(*, held_out: bool = True, horizon: int = 8, n_patients: int = 64,
+                         cancer_types: dict[str, float] | None = None) -> Scenario:
+    """The scenario agents are trained (``held_out=False``) and judged (``True``) in.
+
+    Every calibrated cancer type in equal shares, ``horizon`` 3-week cycles, the
+    :data:`LEADERBOARD_REWARD`; held-out patients come from :data:`HELD_OUT_BANK_SEED`.
+    """
+    return Scenario(cancer_types=dict(cancer_types or {}), bank_size=int(n_patients),
+                    bank_seed=HELD_OUT_BANK_SEED if held_out else 0, horizon=int(horizon),
+                    reward=LEADERBOARD_REWARD)
+
+
+def leaderboard_entry(results: dict[str, Evaluation]) -> dict[str, Any]:
+    """One agent's leaderboard keys from its evaluations in ``"sim"`` (and ``"world"``).
+
+    ``return_sim``, ``orr_sim``, ``irae_sim``, ``pfs_median_sim``, ``death_rate_sim``,
+    ``return_by_cancer_type_sim``; with a world evaluation also ``return_world`` and
+    ``sim_to_real_gap`` (world minus sim). Full summaries sit under ``"sim"`` / ``"world"``.
+    """
+    sim_eval = results["sim"]
+    sim = sim_eval.summary()
+    by_type = {c: float(sim_eval.returns[sim_eval.cancer_type == c].mean())
+               for c in np.unique(sim_eval.cancer_type)}
+    out: dict[str, Any] = {
+        "return_sim": sim["return"], "orr_sim": sim["orr"], "irae_sim": sim["irae"],
+        "pfs_median_sim": sim["pfs_median_cycles"], "death_rate_sim": sim["death_rate"],
+        "return_by_cancer_type_sim": by_type, "sim": sim,
+    }
+    if "world" in results:
+        world = results["world"].summary()
+        out.update(return_world=world["return"],
+                   sim_to_real_gap=world["return"] - sim["return"], world=world)
+    return out

@@ -1,0 +1,156 @@
+"""Score many candidate regimens for many patients at once by simulating them.
+
+An :class:`EngineScorer` runs per-cycle dose plans through the same batched
+:class:`~immunegym.env.engine.Engine` the environments use, so a plan is judged by the env's
+own reward with its clinical rules (holds, caps, toxicity, death, RECIST). Planning in the
+world model and the oracle's planning in ImmuneSim differ only in the simulator passed.
+
+Rows are laid out sample-major: sample ``s`` of every (patient, candidate) pair is a
+contiguous block, so in the world model (with ``n_samples`` equal to the ensemble size)
+sample ``s`` is ensemble member ``s`` for every candidate; a plan's score is the mean over
+members (the epistemic average) and every candidate meets the same members. The engine is
+re-seeded for every call (common random numbers): two plans are compared under the same
+draws of toxicity, death and dynamics noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from immunegym.env.engine import Engine
+from immunegym.env.patients import PatientBank
+from immunegym.env.scenario import Scenario
+
+
+class EngineScorer:
+    """Expected return of dose plans in one simulator.
+
+    Parameters
+    ----------
+    simulator
+        ``"world"`` (the planner's model) or ``"sim"`` (ImmuneSim: the oracle's model).
+    scenario
+        Horizon, cycle length, reward and clinical rules of the episodes scored.
+    bank
+        The patients (for ``"sim"``, with their hidden state).
+    model
+        World model (``"world"``; the pretrained default when ``None``).
+    n_samples
+        Simulations per plan (default: the ensemble size for the world model, 2 for
+        ImmuneSim, whose dynamics are stochastic).
+    seed
+        Seed of the simulations (the same for every call).
+    device
+        Torch device.
+    max_rows
+        Rows simulated at once (memory bound).
+    """
+
+    def __init__(self, simulator: str, scenario: Scenario, bank: PatientBank, *, model=None,
+                 n_samples: int | None = None, seed: int = 0, device: str = "cpu",
+                 max_rows: int = 4096) -> None:
+        if simulator == "world" and model is None:
+            from immunegym.world_model import load
+
+            model = load(device=device)
+        self.simulator, self.scenario, self.bank, self.model = simulator, scenario, bank, model
+        if n_samples is None:
+            n_samples = len(model.members) if simulator == "world" else 2
+        if n_samples < 1:
+            raise ValueError(f"n_samples: got {n_samples}; expected >= 1")
+        self.n_samples, self.seed, self.device = int(n_samples), int(seed), device
+        self.max_rows = max(int(max_rows), self.n_samples)
+        self.simulated = 0  # patient-cycles simulated so far (the compute spent)
+        self._engines: dict[int, Engine] = {}
+
+    def _engine(self, n: int) -> Engine:
+        if n not in self._engines:
+            self._engines = {n: Engine(self.simulator, self.scenario, n, model=self.model,
+                                       bank=self.bank, device=self.device, seed=self.seed,
+                                       observation_noise=False,
+                                       world_options={"cache": "auto"})}
+        return self._engines[n]
+
+    def __call__(self, patients: np.ndarray, plans: np.ndarray) -> np.ndarray:
+        """Mean return of ``plans`` (``(P, C, H, R)`` dose multiples) for bank rows
+        ``patients`` (``(P,)``): ``(P, C)``."""
+        plans = np.asarray(plans, dtype=np.float32)
+        p, c, h, r = plans.shape
+        if h > self.scenario.horizon:
+            raise ValueError(f"plans: {h} cycles; the scenario's horizon is "
+                             f"{self.scenario.horizon}")
+        pairs_patient = np.repeat(np.asarray(patients), c)
+        pairs_plan = plans.reshape(p * c, h, r)
+        s = self.n_samples
+        group = max(1, min(len(pairs_plan), self.max_rows // s))
+        values = np.zeros(p * c)
+        for start in range(0, len(pairs_plan), group):
+            idx = np.arange(start, min(start + group, len(pairs_plan)))
+            # Pad the last group so every call uses one engine size (same member blocks).
+            pad = np.concatenate([idx, np.full(group - len(idx), idx[-1])])
+            values[idx] = self._score(pairs_patient[pad], pairs_plan[pad])[: len(idx)]
+        return values.reshape(p, c)
+
+    def _score(self, patients: np.ndarray, plans: np.ndarray) -> np.ndarray:
+        s, g = self.n_samples, len(patients)
+        engine = self._engine(s * g)
+        engine.seed(self.seed)
+        dev = engine.device
+        rows = torch.arange(s * g, device=dev)
+        engine.reset_rows(rows, torch.as_tensor(np.tile(patients, s), device=dev))
+        doses = torch.as_tensor(np.tile(plans, (s, 1, 1)), device=dev)
+        total = torch.zeros(s * g, device=dev)
+        running = torch.ones(s * g, dtype=torch.bool, device=dev)
+        for cycle in range(plans.shape[1]):
+            out = engine.step(doses[:, cycle])
+            total += out.reward * running
+            running &= ~(out.terminated | out.truncated)
+            self.simulated += int(running.sum())
+            if not bool(running.any()):
+                break
+        return total.reshape(s, g).mean(0).cpu().numpy()
+
+
+def belief_bank(cancer_type: np.ndarray, composition: np.ndarray, sod_mm: np.ndarray,
+                patient_id: np.ndarray, *, n_programs: int = 8,
+                device: str = "cpu") -> PatientBank:
+    """A bank of what the clinic observed at baseline (biopsy fractions, scanned SOD).
+
+    This is the planner's belief about its patients: no hidden state, and an average irAE
+    susceptibility (1.0, the mean of ImmuneSim's log-normal) since nobody measures it.
+    """
+    comp = torch.as_tensor(np.asarray(composition, dtype=np.float32), device=device)
+    n, k = comp.shape
+    return PatientBank(
+        cancer_type=np.asarray(cancer_type).astype(str), composition=comp,
+        sod_mm=torch.as_tensor(np.asarray(sod_mm, dtype=np.float32), device=device),
+        programs=torch.zeros(n, k, n_programs, device=device),
+        program_mask=torch.zeros(n, k, dtype=torch.bool, device=device),
+        irae_susceptibility=torch.ones(n, device=device),
+        patient_id=np.asarray(patient_id).astype(str))
+
+
+def scorer_for(episodes, simulator: str = "world", *, model=None, n_samples: int | None = None,
+               seed: int = 0, device: str = "cpu", max_rows: int = 4096
+               ) -> tuple[EngineScorer, np.ndarray]:
+    """A scorer for the patients of an :class:`~.policy.EpisodeStart`, and their rows.
+
+    ``"world"`` plans from what was observed (:func:`belief_bank`); ``"sim"`` is the oracle:
+    it is handed ImmuneSim's own patients, hidden state included (the same bank the
+    scenario's ``bank_seed`` draws for the evaluation env).
+    """
+    sc = episodes.scenario
+    if simulator == "world":
+        bank = belief_bank(episodes.cancer_type, episodes.composition, episodes.sod_mm,
+                           episodes.patient_id, device=device)
+        rows = np.arange(len(bank))
+    elif simulator == "sim":
+        bank = PatientBank.from_sim(sc.cancer_types, sc.bank_size, seed=sc.bank_seed,
+                                    device=device)
+        rows = np.asarray([bank.index_of(str(p)) for p in episodes.patient_id])
+    else:
+        raise ValueError(f"simulator: got {simulator!r}; expected 'world' or 'sim'")
+    scorer = EngineScorer(simulator, sc, bank, model=model, n_samples=n_samples, seed=seed,
+                          device=device, max_rows=max_rows)
+    return scorer, rows
