@@ -280,29 +280,35 @@ def load(path: str) -> RLModule:
     return module
 
 
+def train_policy(args: Args, *, writer=None) -> tuple[RLModule, int]:
+    """Start Ray if needed (``args.address`` or local), train, and return the trained
+    module and the env steps sampled; Ray is shut down again if this call started it."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if args.address:
+            ray.init(address=args.address)
+        else:
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    try:
+        algo, step = train(args, writer=writer)
+        try:
+            return trained_module(algo), step
+        finally:
+            _stop(algo)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def main(args: Args) -> dict[str, Any]:
     writer = writer_for(args, "rllib_ppo")
     step = 0
     if args.load_path:
         module = load(args.load_path)
     else:
-        import ray
-
-        started = not ray.is_initialized()
-        if started:
-            if args.address:
-                ray.init(address=args.address)
-            else:
-                ray.init(num_cpus=args.num_cpus, include_dashboard=False)
-        try:
-            algo, step = train(args, writer=writer)
-            try:
-                module = trained_module(algo)
-            finally:
-                _stop(algo)
-        finally:
-            if started:
-                ray.shutdown()
+        module, step = train_policy(args, writer=writer)
     if args.save_path:
         save(module, args.save_path, args)
     result = judge(RLlibPolicy(module), args, writer=writer, step=step)

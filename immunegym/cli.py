@@ -221,6 +221,12 @@ def bench_planners(
         help="SB3 PPO training steps (0 leaves PPO out).")] = None,
     rllib_iterations: Annotated[int | None, typer.Option(
         help="RLlib PPO iterations (0 leaves it out; the full run has 0).")] = None,
+    cem_population: Annotated[int | None, typer.Option(
+        help="CEM plans per patient and iteration (the oracle uses the same).")] = None,
+    cem_iterations: Annotated[int | None, typer.Option(
+        help="CEM iterations (the oracle uses the same).")] = None,
+    beam_width: Annotated[int | None, typer.Option(
+        help="Beam search width (0 leaves beam out).")] = None,
     agent: Annotated[list[str] | None, typer.Option(
         "--agent", help="Run only these agents (repeatable); the oracle always runs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of agents and envs.")] = 0,
@@ -240,7 +246,8 @@ def bench_planners(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = QUICK if quick else FULL
     overrides = {"n_patients": n_patients, "horizon": horizon, "ppo_timesteps": ppo_timesteps,
-                 "rllib_iterations": rllib_iterations}
+                 "rllib_iterations": rllib_iterations, "cem_population": cem_population,
+                 "cem_iterations": cem_iterations, "beam_width": beam_width}
     cfg = dataclasses.replace(cfg, seed=seed,
                               **{k: v for k, v in overrides.items() if v is not None})
     try:
@@ -305,15 +312,21 @@ def plan(
         raise typer.BadParameter(str(err)) from None
     frame = cf.table()
     predicted = {str(p): v for p, v in ranked}
-    table = Table(title=f"{patient} ({cancer}): regimens ranked by the world model")
-    for col in ("rank", "regimen", "predicted return", "P(response)", "P(progression)",
-                "median SOD mm (5-95%)", "sd log SOD epi / alea"):
-        table.add_column(col, justify="left" if col == "regimen" else "right")
-    for i, text in enumerate(candidates):
+    labels = [f"{i + 1}" if text in predicted else ("none" if text == "none" else
+              ("SOC" if text == extra[-2] and cancer in STANDARD_OF_CARE else "user"))
+              for i, text in enumerate(candidates)]
+    console.print(f"[bold]{patient}[/bold] ({cancer}); regimens (1-{len(ranked)}: found by "
+                  f"{method} in the world model, SOC: standard of care):")
+    for label, text in zip(labels, candidates, strict=True):
+        console.print(f"  {label:>4}  {text}", highlight=False)
+    table = Table(title="predicted outcomes after "
+                  f"{horizon} cycles ({cf.n_samples} samples per regimen)")
+    for col in ("regimen", "predicted return", "P(response)", "P(progression)",
+                "median SOD mm (5-95%)", "sd log SOD epistemic / aleatoric"):
+        table.add_column(col, justify="right")
+    for label, text in zip(labels, candidates, strict=True):
         row = frame.loc[text]
-        source = f"{i + 1}" if text in predicted else ("SOC" if i < len(candidates) - 1
-                                                          and text != "none" else "-")
-        table.add_row(source, text, f"{predicted[text]:.2f}" if text in predicted else "-",
+        table.add_row(label, f"{predicted[text]:.2f}" if text in predicted else "-",
                       f"{row.p_response:.0%}", f"{row.p_progression:.0%}",
                       f"{row.median_final_sod_mm:.0f} ({row.final_sod_mm_q05:.0f}-"
                       f"{row.final_sod_mm_q95:.0f})",

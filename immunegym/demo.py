@@ -95,6 +95,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
     simulated_patient(out_dir, console=console)
     held_out_forecast(out_dir, console=console)
     env_episode(out_dir, console=console)
+    planner_leaderboard(out_dir, console=console)
     return path
 
 
@@ -279,3 +280,32 @@ def env_episode(out_dir: str | os.PathLike[str] = "immunegym-out",
     console.print(f"wrote {path}")
     return path
 
+
+
+def planner_leaderboard(out_dir: str | os.PathLike[str] = "immunegym-out",
+                        console: Console | None = None) -> Path:
+    """Standard of care vs CEM vs a short PPO (and random), judged in ImmuneSim.
+
+    The pretrained world model plans (CEM) and trains (PPO, 15k steps); 48 held-out ImmuneSim
+    patients judge them; the oracle is CEM with ImmuneSim as its model. Prints the
+    leaderboard and writes ``leaderboard.md`` / ``leaderboard.png`` into ``out_dir``.
+
+    Returns
+    -------
+    pathlib.Path
+        The leaderboard plot.
+    """
+    from immunegym.benchmarks.planners import (
+        LeaderboardConfig,
+        run_leaderboard,
+        show_and_write,
+    )
+
+    console = console or Console()
+    cfg = LeaderboardConfig(n_patients=48, horizon=8, cem_population=32, cem_iterations=3,
+                            beam_width=0, ppo_timesteps=15_000)
+    console.print("planner leaderboard: random, standard of care, PPO (15k steps in the world "
+                  "model) and CEM, on 48 held-out ImmuneSim patients")
+    result = run_leaderboard(cfg, log=console.print)
+    show_and_write(result, out=Path(out_dir), console=console)
+    return Path(out_dir) / "leaderboard.png"

@@ -114,7 +114,8 @@ def _rllib(cfg: LeaderboardConfig, device: str):
     args = rllib_ppo.Args(seed=cfg.seed, horizon=cfg.horizon, device=device,
                           iterations=cfg.rllib_iterations,
                           log_dir=os.path.join("runs", "leaderboard"))
-    return rllib_ppo.train_policy(args)
+    module, _ = rllib_ppo.train_policy(args)
+    return rllib_ppo.RLlibPolicy(module)
 
 
 def run_leaderboard(cfg: LeaderboardConfig = QUICK, *, model=None, device: str = "cpu",

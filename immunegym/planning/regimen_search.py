@@ -79,10 +79,17 @@ class _HallOfFame:
     def add(self, plans: np.ndarray, values: np.ndarray) -> None:
         for i, (pp, vv) in enumerate(zip(plans, values, strict=True)):
             book = self.best[i]
-            for j in np.argsort(-vv)[: self.k]:
+            seen: set[bytes] = set()
+            for j in np.argsort(-vv, kind="stable"):
+                # The k best *distinct* plans of the batch (a population repeats plans).
                 key = pp[j].tobytes()
+                if key in seen:
+                    continue
+                seen.add(key)
                 if key not in book or book[key][0] < vv[j]:
                     book[key] = (float(vv[j]), pp[j].copy())
+                if len(seen) == self.k:
+                    break
             if len(book) > self.k:
                 keep = sorted(book.items(), key=lambda kv: -kv[1][0])[: self.k]
                 self.best[i] = dict(keep)
@@ -319,6 +326,12 @@ def search(history, budget: int = 256, *, patients: Sequence[str] | None = None,
     -------
     SearchResult
         Best plans and rankings in the order of ``patients`` (``.table()`` for a frame).
+
+    Notes
+    -----
+    The random draws (CEM's sampling, the simulations' common random numbers) belong to a
+    batch of patients, so a patient's plan depends on which patients share its batch: a
+    Ray run equals local runs of the same patient groups, not one local run of everyone.
     """
     from immunegym.env.patients import PatientBank
     from immunegym.planning.evaluate import leaderboard_scenario
