@@ -302,10 +302,10 @@ def planner_leaderboard(out_dir: str | os.PathLike[str] = "immunegym-out",
     )
 
     console = console or Console()
-    cfg = LeaderboardConfig(n_patients=48, horizon=8, cem_population=32, cem_iterations=3,
-                            beam_width=0, ppo_timesteps=15_000)
-    console.print("planner leaderboard: random, standard of care, PPO (15k steps in the world "
-                  "model) and CEM, on 48 held-out ImmuneSim patients")
+    cfg = LeaderboardConfig(n_patients=64, horizon=8, cem_population=48, cem_iterations=4,
+                            beam_width=0, ppo_timesteps=30_000)
+    console.print("planner leaderboard: random, standard of care, PPO (30k steps in the world "
+                  "model) and CEM, on 64 held-out ImmuneSim patients")
     result = run_leaderboard(cfg, log=console.print)
     show_and_write(result, out=Path(out_dir), console=console)
     return Path(out_dir) / "leaderboard.png"

@@ -242,7 +242,7 @@ def plot_leaderboard(result: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     ax.invert_yaxis()
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("mean episode return on held-out patients")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8)
     for n in names:
         ax2.scatter(board[n]["irae_sim"], board[n]["orr_sim"], s=40)
         ax2.annotate(n, (board[n]["irae_sim"], board[n]["orr_sim"]), fontsize=8,
