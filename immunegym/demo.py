@@ -286,7 +286,7 @@ def planner_leaderboard(out_dir: str | os.PathLike[str] = "immunegym-out",
                         console: Console | None = None) -> Path:
     """Standard of care vs CEM vs a short PPO (and random), judged in ImmuneSim.
 
-    The pretrained world model plans (CEM) and trains (PPO, 15k steps); 48 held-out ImmuneSim
+    The pretrained world model plans (CEM) and trains (PPO, 30k steps); 64 held-out ImmuneSim
     patients judge them; the oracle is CEM with ImmuneSim as its model. Prints the
     leaderboard and writes ``leaderboard.md`` / ``leaderboard.png`` into ``out_dir``.
 
