@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+
+from immunegym._atomic import atomic_dir
 
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
 FORMAT_VERSION = 1
@@ -39,9 +39,7 @@ def save_policy(path: str | os.PathLike[str], tensors: dict[str, Any],
     from safetensors.torch import save_file
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         # Clones: contiguous, on the CPU, and no two names share memory (safetensors refuses
         # shared tensors; load_state_dict fills tied parameters from either name).
         weights = {k: torch.as_tensor(v).detach().cpu().contiguous().clone()
@@ -51,21 +49,6 @@ def save_policy(path: str | os.PathLike[str], tensors: dict[str, Any],
         manifest = {"format": fmt, "format_version": FORMAT_VERSION, **config,
                     "weights_sha256": digest}
         (staging / CONFIG).write_text(json.dumps(manifest, indent=2, default=_jsonable) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-        for f in staging.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / "previous")
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return target
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from immunegym._atomic import atomic_dir
 
 WEIGHTS, CONFIG, TRAINING, CARD = "weights.safetensors", "config.json", "training.json", \
     "MODEL_CARD.md"
@@ -34,9 +34,7 @@ def save_checkpoint(model, path: str | os.PathLike[str], card: dict[str, object]
     from immunegym.world_model.card import render_card
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         tensors = {f"member{m}.{k}": v.detach().cpu().contiguous()
                    for m, module in enumerate(model.members)
                    for k, v in module.state_dict().items()}
@@ -48,21 +46,6 @@ def save_checkpoint(model, path: str | os.PathLike[str], card: dict[str, object]
         training = {**card, "history": [[vars(r) for r in h] for h in model.history]}
         (staging / TRAINING).write_text(json.dumps(training, indent=2) + "\n")
         (staging / CARD).write_text(render_card(model, card))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-        for f in staging.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / "previous")
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return target
 
 
