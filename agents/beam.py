@@ -52,13 +52,8 @@ class TreePlanner(PlanFollower):
         self.model, self.n_samples, self.seed, self.device = model, n_samples, seed, device
         self.writer = writer
         self.result: SearchResult | None = None
-        self._memo: tuple[bytes, np.ndarray] | None = None
 
     def make_plans(self, episodes: EpisodeStart) -> np.ndarray:
-        key = episodes.patient_id.tobytes() + episodes.composition.tobytes() \
-            + episodes.sod_mm.tobytes()
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
         sc = episodes.scenario
         scorer, rows = scorer_for(episodes, self.simulator, model=self.model,
                                   n_samples=self.n_samples, seed=self.seed, device=self.device)
@@ -70,7 +65,6 @@ class TreePlanner(PlanFollower):
                                    seeds=guideline, progress=log)
         else:
             self.result = exhaustive(scorer, rows, sc.horizon, menu, seeds=guideline)
-        self._memo = (key, self.result.plans)
         return self.result.plans
 
 

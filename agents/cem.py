@@ -69,15 +69,9 @@ class CEMPlanner(PlanFollower):
                          "elite_fraction": elite_fraction, "smoothing": smoothing}
         self.n_samples, self.writer = n_samples, writer
         self.result: SearchResult | None = None
-        self._memo: tuple[bytes, np.ndarray] | None = None
         self.patient_ids = np.array([], dtype=str)
 
     def make_plans(self, episodes: EpisodeStart) -> np.ndarray:
-        # Judging runs the same patients in two simulators: plan once per baseline.
-        key = episodes.patient_id.tobytes() + episodes.composition.tobytes() \
-            + episodes.sod_mm.tobytes()
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
         scorer, rows = scorer_for(episodes, self.simulator, model=self.model,
                                   n_samples=self.n_samples, seed=self.seed, device=self.device)
         guideline = StandardOfCare().make_plans(episodes)[:, None]
@@ -86,7 +80,6 @@ class CEMPlanner(PlanFollower):
             self.result = cem(scorer, rows, episodes.scenario.horizon,
                               episodes.scenario.dose_levels, seeds=guideline, seed=self.seed,
                               progress=log, **self.settings)
-        self._memo = (key, self.result.plans)
         return self.result.plans
 
 

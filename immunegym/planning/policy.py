@@ -78,8 +78,9 @@ def dose_levels_to_actions(doses: np.ndarray, scenario: Scenario) -> np.ndarray:
 class PlanFollower:
     """Gives each row the dose of its plan for the row's current cycle.
 
-    Subclasses set :attr:`plans` (``(n, H, R)`` dose multiples) in :meth:`start`; cycles
-    past the plan get no therapy. The env withholds what its rules forbid.
+    Subclasses return ``(n, H, R)`` dose multiples from :meth:`make_plans`, called once per
+    baseline (a second :meth:`start` with the same patients and observations reuses the
+    plans); cycles past the plan get no therapy. The env withholds what its rules forbid.
     """
 
     name = "plan"
@@ -87,10 +88,16 @@ class PlanFollower:
     def __init__(self) -> None:
         self.plans: np.ndarray | None = None
         self.scenario: Scenario | None = None
+        self._planned_for = b""
 
     def start(self, episodes: EpisodeStart) -> None:
         self.scenario = episodes.scenario
-        self.plans = self.make_plans(episodes)
+        # Judging runs the same patients in two simulators: plan once per baseline.
+        key = (episodes.patient_id.tobytes() + episodes.composition.tobytes()
+               + episodes.sod_mm.tobytes())
+        if self.plans is None or key != self._planned_for:
+            self.plans = self.make_plans(episodes)
+            self._planned_for = key
         n, h = len(episodes.cancer_type), episodes.scenario.horizon
         if self.plans.shape[:2] != (n, h):
             raise ValueError(f"plans: shape {self.plans.shape}; expected ({n}, {h}, R)")
