@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from immunegym.benchmarks.baselines import BASELINES
+from immunegym.benchmarks.common import bootstrap_mean, fresh_specs
 from immunegym.ontology import tree_wasserstein
 from immunegym.sim.cohort import HiddenTruth, simulate_cohort
 from immunegym.sim.outcomes import sum_of_diameters
@@ -79,11 +80,6 @@ def load_cohorts(specs: Sequence = DEFAULT_SUITE, directory: str | Path | None =
     return LabeledCohorts(concat_timelines(parts), comp, burden)
 
 
-def fresh_specs(offset: int = 1000) -> list:
-    """The default suite with new seeds: patients no model has seen."""
-    return [replace(s, name=f"{s.name}_fresh", seed=s.seed + offset) for s in DEFAULT_SUITE]
-
-
 @dataclass
 class Origins:
     """Forecast origins: one row per (patient, biopsy day) with truth at every horizon."""
@@ -116,18 +112,6 @@ def make_origins(data: LabeledCohorts, patient_rows: np.ndarray,
     context = tl.subset(rows_a).truncate(np.asarray(days, dtype=np.float32))
     return Origins(rows_a, np.asarray(days, float), context, np.stack(comps),
                    np.stack(burdens))
-
-
-def _bootstrap(values: np.ndarray, groups: np.ndarray, seed: int, n: int = 1000
-               ) -> list[float]:
-    """95% bootstrap interval of the mean, resampling patients (clusters of origins)."""
-    rng = np.random.default_rng(seed)
-    unique, inverse = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inverse, weights=values)
-    counts = np.bincount(inverse)
-    draws = rng.integers(0, len(unique), (n, len(unique)))
-    means = sums[draws].sum(1) / counts[draws].sum(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def evaluate(model: WorldModel, train: Timelines, origins: Origins, *, n_samples: int = 100,
@@ -167,8 +151,8 @@ def evaluate(model: WorldModel, train: Timelines, origins: Origins, *, n_samples
             **out,
             "best_baseline": best,
             "improvement_vs_best_baseline": 1.0 - out["world_model"] / out[best],
-            "ci95": {"world_model": _bootstrap(w1["world_model"][:, h - 1], groups, seed),
-                     best: _bootstrap(w1[best][:, h - 1], groups, seed)},
+            "ci95": {"world_model": bootstrap_mean(w1["world_model"][:, h - 1], groups, seed=seed),
+                     best: bootstrap_mean(w1[best][:, h - 1], groups, seed=seed)},
             "log_burden_mae": {name: float(v[:, h - 1].mean())
                                for name, v in burden_err.items()},
         }

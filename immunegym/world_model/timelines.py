@@ -441,3 +441,67 @@ def split_patients(patient_ids: Sequence[str], *, test_fraction: float = 0.15,
         out[i] = "test" if u < test_fraction else (
             "val" if u < test_fraction + val_fraction else "train")
     return out
+
+
+def baseline_timelines(composition: np.ndarray, sod_mm: np.ndarray | None,
+                       patient_ids: Sequence[str], *, cancer_type: str | Sequence[str],
+                       programs: Sequence[str], n_cells: float = 1000.0,
+                       cohort: str = "baseline", regimen: str | Sequence[str] = "unknown"
+                       ) -> Timelines:
+    """Timelines of one day-0 observation per patient, from fine-type fractions.
+
+    For data that arrive as compositions rather than cells (a bulk deconvolution, a
+    harmonized cluster table, an observation model's output): every leaf is resolved, no
+    program is measured and no therapy has been given yet.
+
+    Parameters
+    ----------
+    composition
+        ``(P, K)`` fractions over :data:`FINE_TYPES` (rows are renormalized).
+    sod_mm
+        ``(P,)`` baseline sum of diameters in mm, or ``None`` for no scan.
+    patient_ids
+        ``P`` unique ids.
+    cancer_type, regimen
+        One value for everyone or one per patient.
+    programs
+        Program names (the model's, so the timelines fit it).
+    n_cells
+        Cells the fractions stand for (the biopsy size the model sees).
+    """
+    comp = np.asarray(composition, dtype=np.float64)
+    n_p = len(patient_ids)
+    if comp.ndim != 2 or comp.shape != (n_p, len(FINE_TYPES)):
+        raise ValueError(f"composition: expected shape ({n_p}, {len(FINE_TYPES)}), got "
+                         f"{comp.shape}")
+    if not np.all(np.isfinite(comp)) or np.any(comp < 0) or np.any(comp.sum(1) <= 0):
+        raise ValueError("composition: expected finite, non-negative rows with a positive sum")
+    comp = comp / comp.sum(1, keepdims=True)
+    n_k, n_g = len(FINE_TYPES), len(programs)
+    burden = np.zeros((n_p, 1), np.float32)
+    burden_obs = np.zeros((n_p, 1), bool)
+    if sod_mm is not None:
+        sod = np.asarray(sod_mm, dtype=np.float64)
+        if sod.shape != (n_p,) or not np.all(np.isfinite(sod)) or np.any(sod < 0):
+            raise ValueError(f"sod_mm: expected {n_p} finite values >= 0 (mm)")
+        burden[:, 0], burden_obs[:, 0] = np.log1p(sod), True
+
+    def per_patient(value: str | Sequence[str]) -> list[str]:
+        return [value] * n_p if isinstance(value, str) else [str(v) for v in value]
+
+    table = pd.DataFrame({"patient_id": [str(p) for p in patient_ids], "cohort": cohort,
+                          "cancer_type": per_patient(cancer_type), "lab": "fractions",
+                          "regimen": per_patient(regimen), "response": np.nan})
+    return Timelines(
+        table, tuple(programs),
+        days=torch.zeros(n_p, 1), valid=torch.ones(n_p, 1, dtype=torch.bool),
+        comp_observed=torch.ones(n_p, 1, dtype=torch.bool),
+        counts=torch.from_numpy((comp * n_cells).astype(np.float32))[:, None],
+        block=torch.arange(n_k).expand(n_p, 1, n_k).clone(),
+        fractions=torch.from_numpy(comp.astype(np.float32))[:, None],
+        resolved=torch.ones(n_p, 1, n_k, dtype=torch.bool),
+        program_scores=torch.zeros(n_p, 1, n_k, n_g),
+        program_mask=torch.zeros(n_p, 1, n_k, dtype=torch.bool),
+        burden=torch.from_numpy(burden), burden_observed=torch.from_numpy(burden_obs),
+        cycle_doses=torch.zeros(n_p, 2, len(THERAPIES)),
+    )

@@ -1,0 +1,365 @@
+"""What the four evaluation benchmarks share: held-out data, statistics and parallel maps.
+
+The reconstruction, transfer, counterfactual and response benchmarks
+(``immunegym bench <name>``) all judge the world model on virtual patients it never saw,
+against ImmuneSim's hidden truth, with a bootstrap 95% interval on every figure. This module
+holds the pieces they share so that each benchmark module is only its own protocol:
+
+* :class:`BenchContext`: the model under test and lazily built, cached data: the *fresh*
+  cohorts (the 14 default-suite cohorts regenerated with new seeds, so every patient is
+  unseen) with their hidden truth, and the default suite the model was trained on;
+* :func:`day0_states`: ImmuneSim's day-0 hidden state of a cohort's patients, regenerated
+  exactly from the cohort's seed (to branch a patient into counterfactual regimens, or to
+  compute the Bayes-limit response probability);
+* :func:`bootstrap_mean`, :func:`bootstrap_auroc`, :func:`mean_block`,
+  :func:`auroc_block`: figures with cluster-bootstrap intervals in one JSON shape;
+* :func:`parallel_map`: run folds or cohorts serially or as Ray tasks (``--ray``).
+
+JSON shape of a method comparison (a *block*)::
+
+    {"world_model": 0.31, "nearest": 0.42, ..., "ci95": {"world_model": [0.28, 0.34], ...},
+     "n": 412}
+
+so ``block["world_model"]`` is always the point value the issue contracts name.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from immunegym.sim.cohort import CohortSpec
+from immunegym.sim.suite import DEFAULT_SUITE
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+N_BOOTSTRAP = 1000
+"""Bootstrap resamples behind every 95% interval."""
+
+FRESH_SEED_OFFSET = 1000
+"""Seed offset of the fresh cohorts (the same as ``bench world-model``'s fresh set)."""
+
+QUICK_FRESH_PATIENTS = 30
+"""Patients per fresh cohort in ``--quick`` runs (60, the suite's size, otherwise)."""
+
+
+# --------------------------------------------------------------------------- statistics
+def bootstrap_mean(values: np.ndarray, groups: np.ndarray | None = None, *, seed: int = 0,
+                   n: int = N_BOOTSTRAP) -> list[float]:
+    """95% percentile interval of the mean of ``values``, resampling ``groups`` (clusters).
+
+    ``groups`` (one label per value, e.g. the patient) makes it a cluster bootstrap: the
+    values of one patient are drawn together. Without groups every value is its own cluster.
+    NaN values are dropped first.
+    """
+    values = np.asarray(values, dtype=float)
+    groups = np.arange(len(values)) if groups is None else np.asarray(groups)
+    keep = ~np.isnan(values)
+    values, groups = values[keep], groups[keep]
+    if not len(values):
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(groups, return_inverse=True)
+    sums = np.bincount(inverse, weights=values)
+    counts = np.bincount(inverse)
+    draws = rng.integers(0, len(sums), (n, len(sums)))
+    means = sums[draws].sum(1) / counts[draws].sum(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (scikit-learn); NaN when only one class is present.
+
+    Rows with a NaN score or label are dropped.
+    """
+    labels, scores = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
+    keep = ~(np.isnan(labels) | np.isnan(scores))
+    labels, scores = labels[keep], scores[keep]
+    if len(np.unique(labels)) < 2:
+        return math.nan
+    return float(roc_auc_score(labels.astype(int), scores))
+
+
+def bootstrap_auroc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
+                    *, seed: int = 0, n: int = N_BOOTSTRAP) -> list[float]:
+    """95% percentile interval of the AUROC, resampling ``groups`` (or samples).
+
+    Resamples that contain a single class have no AUROC and are skipped; with fewer than
+    half the resamples usable the interval is NaN.
+    """
+    labels, scores = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
+    keep = ~(np.isnan(labels) | np.isnan(scores))
+    labels, scores = labels[keep], scores[keep]
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)[keep]
+    if len(np.unique(labels)) < 2:
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    unique, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+    values = []
+    for _ in range(n):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
+        y = labels[rows]
+        if y.min() != y.max():
+            values.append(roc_auc_score(y.astype(int), scores[rows]))
+    if len(values) < n // 2:
+        return [math.nan, math.nan]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def mean_block(values: dict[str, np.ndarray], groups: np.ndarray | None = None, *,
+               seed: int = 0, n: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """Means of per-item values of several methods, each with a cluster-bootstrap 95% CI.
+
+    Every method is resampled with the same seed, so the draws pair the same patients.
+    """
+    out: dict[str, Any] = {name: _finite_mean(v) for name, v in values.items()}
+    out["ci95"] = {name: bootstrap_mean(v, groups, seed=seed, n=n)
+                   for name, v in values.items()}
+    out["n"] = int(len(next(iter(values.values())))) if values else 0
+    return out
+
+
+def auroc_block(labels: np.ndarray, scores: dict[str, np.ndarray],
+                groups: np.ndarray | None = None, *, seed: int = 0,
+                n: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """AUROC of several scores (higher = responder) on the same labels, with 95% CIs."""
+    labels = np.asarray(labels, dtype=float)
+    out: dict[str, Any] = {name: auroc(labels, s) for name, s in scores.items()}
+    out["ci95"] = {name: bootstrap_auroc(labels, s, groups, seed=seed, n=n)
+                   for name, s in scores.items()}
+    out["n"] = int((~np.isnan(labels)).sum())
+    out["n_positive"] = int(np.nansum(labels))
+    return out
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else math.nan
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays made plain and NaN/inf turned into ``None``."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
+# --------------------------------------------------------------------------- parallelism
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, ray: bool = False,
+                 address: str | None = None, num_cpus: float = 1.0) -> list[R]:
+    """``[fn(x) for x in items]``, or the same as Ray tasks (one per item) when ``ray``.
+
+    ``fn`` must be a module-level function (Ray pickles it by reference). Results come back
+    in the order of ``items``. Ray starts locally unless ``address`` names a cluster, and a
+    Ray instance this call started is shut down afterwards.
+    """
+    items = list(items)
+    if not ray:
+        return [fn(x) for x in items]
+    import ray as ray_lib
+
+    started = not ray_lib.is_initialized()
+    if started:
+        ray_lib.init(address=address, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True)
+    try:
+        remote = ray_lib.remote(num_cpus=num_cpus)(fn)
+        return ray_lib.get([remote.remote(x) for x in items])
+    finally:
+        if started:
+            ray_lib.shutdown()
+
+
+# --------------------------------------------------------------------------- world model
+def regimen_doses(regimen: str, n_patients: int, n_cycles: int) -> np.ndarray:
+    """``(P, H, R)`` per-cycle dose intensities of a regimen (any :func:`parse_plan` text)."""
+    from immunegym.planning.regimen import parse_plan
+
+    doses = parse_plan(regimen).cycle_doses(n_cycles).astype(np.float32)
+    return np.repeat(doses[None], n_patients, axis=0)
+
+
+def mean_path_outcomes(model, tl, doses: np.ndarray) -> dict[str, np.ndarray]:
+    """Outcomes of the world model's mean path (ensemble average) under per-patient doses.
+
+    Parameters
+    ----------
+    model
+        A :class:`~immunegym.world_model.WorldModel`.
+    tl
+        Observed histories; the rollout starts at each patient's last time point.
+    doses
+        ``(P, H, R)`` dose intensities per cycle.
+
+    Returns
+    -------
+    dict
+        ``final_log_sod`` ``(P,)`` (log1p mm after ``H`` cycles); ``best_change`` ``(P,)``:
+        the lowest predicted SOD over the ``H`` cycles relative to the baseline (the last
+        scan in the history, else the first predicted cycle), minus 1, so ``-0.3`` is a
+        RECIST partial response; ``log_sod`` ``(P, H)``; ``composition`` ``(P, H, K)``.
+    """
+    rollout = model.rollout(tl, doses, noise="none")
+    log_sod = rollout.burden.mean(0).cpu().numpy().astype(np.float64)
+    composition = rollout.compositions.mean(0).cpu().numpy().astype(np.float64)
+    observed = tl.burden_observed.numpy()
+    last = np.where(observed, np.arange(observed.shape[1])[None], -1).max(1)
+    base = np.where(last >= 0, tl.burden.numpy()[np.arange(len(tl)), last.clip(0)],
+                    log_sod[:, 0])
+    sod = np.expm1(log_sod)
+    best_change = sod.min(1) / np.maximum(np.expm1(base), 1e-6) - 1.0
+    return {"final_log_sod": log_sod[:, -1], "best_change": best_change, "log_sod": log_sod,
+            "composition": composition}
+
+
+# --------------------------------------------------------------------------- data
+def fresh_specs(n_patients: int | None = None, offset: int = FRESH_SEED_OFFSET
+                ) -> list[CohortSpec]:
+    """The default suite's 14 cohorts with new seeds: the same designs, unseen patients."""
+    specs = [replace(s, name=f"{s.name}_fresh", seed=s.seed + offset) for s in DEFAULT_SUITE]
+    if n_patients is not None:
+        specs = [replace(s, n_patients=int(n_patients)) for s in specs]
+    return specs
+
+
+def day0_states(spec: CohortSpec, *, device: str = "cpu"):
+    """ImmuneSim's patients and day-0 hidden state of a cohort, exactly as it drew them.
+
+    :func:`~immunegym.sim.cohort.simulate_cohort` draws the patients and relaxes them to day
+    0 from a simulator seeded with ``spec.seed`` before anything else touches its generator,
+    so repeating those two calls gives the same patients and the same state.
+
+    Returns
+    -------
+    (ImmuneSim, Patients, SimState)
+        The simulator (its generator is now past day 0: re-seed it before branching).
+    """
+    from immunegym.sim import ImmuneSim
+
+    sim = ImmuneSim(device=device, seed=spec.seed)
+    patients = sim.sample_patients(spec.cancer_type, spec.n_patients)
+    patients, state = sim.reset(patients)
+    return sim, patients, state
+
+
+@dataclass
+class HeldOutCohort:
+    """One fresh cohort: its spec, the lab's AnnData and ImmuneSim's hidden truth."""
+
+    spec: CohortSpec
+    adata: Any
+    truth: Any  # immunegym.sim.cohort.HiddenTruth
+
+
+class BenchContext:
+    """The model under test and the data every benchmark draws from, built once.
+
+    Parameters
+    ----------
+    model
+        The world model; the pretrained default when ``None``.
+    quick
+        Smaller data and settings (``--quick``: <= 10 minutes on 2 CPU cores in all).
+    seed
+        Seed of every bootstrap and sampled rollout.
+    ray, address
+        Run folds and cohorts as Ray tasks (local Ray, or the cluster at ``address``).
+    suite_dir
+        A directory from ``immunegym data make-suite`` holding the training suite; generated
+        in memory when ``None``.
+    progress
+        Called with a short message as data is generated.
+    """
+
+    def __init__(self, model=None, *, quick: bool = False, seed: int = 0, ray: bool = False,
+                 address: str | None = None, suite_dir: str | Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self._model = model
+        self.quick, self.seed, self.ray, self.address = bool(quick), int(seed), bool(ray), address
+        self.suite_dir = suite_dir
+        self.progress = progress or (lambda message: None)
+
+    @cached_property
+    def model(self):
+        """The world model under test."""
+        if self._model is None:
+            from immunegym.world_model import load
+
+            self._model = load()
+        return self._model
+
+    @property
+    def n_fresh_patients(self) -> int:
+        return QUICK_FRESH_PATIENTS if self.quick else DEFAULT_SUITE[0].n_patients
+
+    @cached_property
+    def fresh(self) -> list[HeldOutCohort]:
+        """The 14 fresh cohorts (all patients unseen by the pretrained model)."""
+        from immunegym.sim.cohort import simulate_cohort
+
+        out = []
+        for spec in fresh_specs(self.n_fresh_patients):
+            cohort = simulate_cohort(spec)
+            out.append(HeldOutCohort(spec, cohort.adata, cohort.truth))
+            self.progress(f"generated {spec.name}")
+        return out
+
+    @cached_property
+    def fresh_timelines(self):
+        """Observed timelines of the fresh cohorts, in cohort order."""
+        from immunegym.world_model.timelines import build_timelines, concat_timelines
+
+        return concat_timelines([build_timelines(c.adata) for c in self.fresh])
+
+    @cached_property
+    def suite_timelines(self):
+        """Observed timelines of the default suite (the pretrained model's training data)."""
+        from immunegym.world_model.recipe import load_suite_timelines
+
+        source = "default" if self.suite_dir is None else str(self.suite_dir)
+        return load_suite_timelines(source, lambda name: self.progress(f"suite {name}"))
+
+    @cached_property
+    def suite_split(self) -> np.ndarray:
+        """``"train"``/``"val"``/``"test"`` per suite patient, as the model's card records."""
+        from immunegym.world_model.timelines import split_patients
+
+        info = dict((self.model.card or {}).get("split", {}))
+        return split_patients(self.suite_timelines.patient_ids,
+                              test_fraction=float(info.get("test_fraction", 0.15)),
+                              val_fraction=float(info.get("val_fraction", 0.15)),
+                              seed=int(info.get("seed", 0)))
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """:func:`parallel_map` with this context's ``ray`` and ``address``."""
+        return parallel_map(fn, items, ray=self.ray, address=self.address)
+
+
+def torch_threads(n: int | None) -> None:
+    """Cap torch's intra-op threads (Ray workers otherwise each take every core)."""
+    if n is not None and n > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.set_num_threads(int(n))
