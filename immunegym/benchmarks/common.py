@@ -291,12 +291,17 @@ class BenchContext:
         in memory when ``None``.
     progress
         Called with a short message as data is generated.
+    specs
+        The held-out cohorts; :func:`fresh_specs` (30 patients each with ``quick``, else 60)
+        when ``None``. Tests pass one or two small cohorts.
     """
 
     def __init__(self, model=None, *, quick: bool = False, seed: int = 0, ray: bool = False,
                  address: str | None = None, suite_dir: str | Path | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 specs: Sequence[CohortSpec] | None = None) -> None:
         self._model = model
+        self.specs = list(specs) if specs is not None else None
         self.quick, self.seed, self.ray, self.address = bool(quick), int(seed), bool(ray), address
         self.suite_dir = suite_dir
         self.progress = progress or (lambda message: None)
@@ -311,16 +316,19 @@ class BenchContext:
         return self._model
 
     @property
-    def n_fresh_patients(self) -> int:
-        return QUICK_FRESH_PATIENTS if self.quick else DEFAULT_SUITE[0].n_patients
+    def fresh_cohort_specs(self) -> list[CohortSpec]:
+        """Specs of the held-out cohorts."""
+        if self.specs is not None:
+            return self.specs
+        return fresh_specs(QUICK_FRESH_PATIENTS if self.quick else None)
 
     @cached_property
     def fresh(self) -> list[HeldOutCohort]:
-        """The 14 fresh cohorts (all patients unseen by the pretrained model)."""
+        """The held-out cohorts (all patients unseen by the pretrained model)."""
         from immunegym.sim.cohort import simulate_cohort
 
         out = []
-        for spec in fresh_specs(self.n_fresh_patients):
+        for spec in self.fresh_cohort_specs:
             cohort = simulate_cohort(spec)
             out.append(HeldOutCohort(spec, cohort.adata, cohort.truth))
             self.progress(f"generated {spec.name}")
