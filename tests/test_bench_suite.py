@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from immunegym.benchmarks import runner
 from immunegym.benchmarks.common import (
     BenchContext,
+    aligned_doses,
     auroc,
     auroc_block,
     bootstrap_auroc,
@@ -22,10 +23,14 @@ from immunegym.benchmarks.common import (
     fresh_specs,
     jsonable,
     mean_block,
+    paired_auroc_delta,
     parallel_map,
+    plan_doses,
+    protocol_cycle_doses,
     regimen_doses,
 )
 from immunegym.cli import app
+from immunegym.data.vocab import THERAPIES
 
 
 def _square(x: int) -> int:
@@ -67,6 +72,35 @@ def test_auroc_perfect_reversed_and_single_class():
     assert all(math.isnan(v) for v in bootstrap_auroc(np.ones(4), np.arange(4.0)))
 
 
+def test_vectorized_bootstrap_auroc_equals_a_loop_over_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 50).astype(float)
+    groups = rng.integers(0, 30, 50)
+    score = np.round(rng.normal(size=50) + y, 1)  # rounded: ties must count one half
+    draws = np.random.default_rng(5)
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    loop = []
+    for _ in range(200):
+        rows = np.concatenate([members[g] for g in draws.integers(0, len(members),
+                                                                  len(members))])
+        if y[rows].min() != y[rows].max():
+            loop.append(roc_auc_score(y[rows], score[rows]))
+    expected = [np.percentile(loop, 2.5), np.percentile(loop, 97.5)]
+    np.testing.assert_allclose(bootstrap_auroc(y, score, groups, seed=5, n=200), expected)
+
+
+def test_paired_auroc_delta_is_the_difference_with_an_interval():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300).astype(float)
+    a, b = y + rng.normal(0, 0.7, 300), rng.normal(0, 1, 300)
+    delta = paired_auroc_delta(y, a, b, seed=1)
+    assert delta["value"] == pytest.approx(auroc(y, a) - auroc(y, b))
+    assert 0 < delta["ci95"][0] < delta["value"] < delta["ci95"][1]
+
+
 def test_blocks_have_the_contract_shape():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200).astype(float)
@@ -100,15 +134,45 @@ def test_parallel_map_on_ray_equals_serial():
     assert parallel_map(json.dumps, items, ray=True) == parallel_map(json.dumps, items)
 
 
-def test_regimen_doses_shape_and_values():
-    doses = regimen_doses("anti_pd1+anti_ctla4", 3, 4)
-    assert doses.shape == (3, 4, 5)
-    assert doses[..., 0].min() == 1.0 and doses[..., 1].min() == 1.0
+def test_regimen_doses_follow_immunesim_and_plan_doses_the_grammar():
+    doses = regimen_doses("anti_pd1+anti_ctla4", 3, 6)
+    assert doses.shape == (3, 6, 5)
+    assert doses[..., 0].min() == 1.0 and doses[0, :, 1].sum() == 4.0  # ipilimumab x4
     assert doses[..., 2:].max() == 0.0
+    every_cycle = plan_doses("anti_pd1+anti_ctla4", 2, 6)
+    assert every_cycle[0, :, 1].sum() == 6.0
+    switch = plan_doses("anti_ctla4 x2 -> anti_pd1", 1, 4)[0]
+    assert switch[:, 1].tolist() == [1, 1, 0, 0] and switch[:, 0].tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError):
         regimen_doses("not_a_drug", 1, 2)
 
 
+def test_protocol_doses_follow_the_simulator_schedule():
+    chemo = protocol_cycle_doses("chemo", 6)
+    col = list(THERAPIES).index("chemo")
+    assert chemo[:, col].tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]  # platinum x4
+    assert chemo.sum() == 4.0
+    pd1 = protocol_cycle_doses("anti_pd1", 6)
+    assert np.allclose(pd1[:, list(THERAPIES).index("anti_pd1")], 1.0)
+    assert not protocol_cycle_doses("none", 3).any()
+    with pytest.raises(ValueError, match="n_cycles"):
+        protocol_cycle_doses("chemo", 0)
+    with pytest.raises(ValueError, match="regimen"):
+        protocol_cycle_doses("aspirin", 3)
+
+
+def test_aligned_doses_start_at_the_baseline_day():
+    col = list(THERAPIES).index("chemo")
+    doses = aligned_doses(["chemo"] * 3, np.array([0.0, 21.0, 10.5]), 5)
+    assert doses.shape == (3, 5, len(THERAPIES))
+    assert np.allclose(doses[0, :, col], [1, 1, 1, 1, 0])
+    assert np.allclose(doses[1, :, col], [1, 1, 1, 0, 0])  # one cycle already given
+    assert np.allclose(doses[2, :, col], [1, 1, 1, 0.5, 0])
+    with pytest.raises(ValueError, match="regimens"):
+        aligned_doses(["chemo"], np.zeros(2), 3)
+
+
+# --------------------------------------------------------------------------- oracle
 def test_fresh_specs_are_new_patients_of_the_same_designs():
     from immunegym.sim.suite import DEFAULT_SUITE
 

@@ -90,12 +90,50 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels.astype(int), scores))
 
 
+def bootstrap_weights(groups: np.ndarray, *, seed: int = 0, n: int = N_BOOTSTRAP
+                      ) -> np.ndarray:
+    """``(n, N)`` multiplicity of each of ``N`` items in ``n`` cluster-bootstrap draws.
+
+    Each draw resamples the distinct ``groups`` with replacement; an item counts as many
+    times as its group was drawn.
+    """
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(inverse.max()) + 1 if len(inverse) else 0
+    counts = np.zeros((n, n_groups))
+    for b in range(n):
+        counts[b] = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+    return counts[:, inverse]
+
+
+def weighted_aurocs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray
+                    ) -> np.ndarray:
+    """AUROC of ``scores`` under each row of item ``weights`` (ties count one half).
+
+    Row ``b`` equals :func:`sklearn.metrics.roc_auc_score` on the data that repeat item
+    ``i`` ``weights[b, i]`` times (one matrix product per score instead of a call per
+    draw); NaN where a row leaves one class only.
+    """
+    labels = np.asarray(labels, dtype=float)
+    _, tie = np.unique(np.asarray(scores, dtype=float), return_inverse=True)
+    onehot = np.zeros((len(labels), int(tie.max()) + 1 if len(tie) else 0))
+    onehot[np.arange(len(labels)), tie] = 1.0
+    pos = (weights * (labels == 1)) @ onehot  # (B, T) positives at each distinct score
+    neg = (weights * (labels == 0)) @ onehot
+    below = np.cumsum(neg, 1) - neg
+    num = (pos * (below + 0.5 * neg)).sum(1)
+    den = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
 def bootstrap_auroc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
                     *, seed: int = 0, n: int = N_BOOTSTRAP) -> list[float]:
-    """95% percentile interval of the AUROC, resampling ``groups`` (or samples).
+    """95% percentile interval of the AUROC, resampling ``groups`` (or items).
 
     Resamples that contain a single class have no AUROC and are skipped; with fewer than
-    half the resamples usable the interval is NaN.
+    half the resamples usable the interval is NaN. Rows with a NaN label or score are
+    dropped first.
     """
     labels, scores = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
     keep = ~(np.isnan(labels) | np.isnan(scores))
@@ -103,18 +141,25 @@ def bootstrap_auroc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray |
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)[keep]
     if len(np.unique(labels)) < 2:
         return [math.nan, math.nan]
-    rng = np.random.default_rng(seed)
-    unique, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
-    values = []
-    for _ in range(n):
-        rows = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
-        y = labels[rows]
-        if y.min() != y.max():
-            values.append(roc_auc_score(y.astype(int), scores[rows]))
+    values = weighted_aurocs(labels, scores, bootstrap_weights(groups, seed=seed, n=n))
+    values = values[~np.isnan(values)]
     if len(values) < n // 2:
         return [math.nan, math.nan]
     return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def paired_auroc_delta(labels: np.ndarray, a: np.ndarray, b: np.ndarray,
+                       groups: np.ndarray | None = None, *, seed: int = 0,
+                       n: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """AUROC(a) - AUROC(b) on the same labels, with a paired cluster-bootstrap 95% CI."""
+    labels = np.asarray(labels, dtype=float)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    weights = bootstrap_weights(groups, seed=seed, n=n)
+    diff = weighted_aurocs(labels, a, weights) - weighted_aurocs(labels, b, weights)
+    diff = diff[~np.isnan(diff)]
+    ci = ([float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+          if len(diff) >= n // 2 else [math.nan, math.nan])
+    return {"value": auroc(labels, a) - auroc(labels, b), "ci95": ci}
 
 
 def mean_block(values: dict[str, np.ndarray], groups: np.ndarray | None = None, *,
@@ -168,12 +213,13 @@ def jsonable(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- parallelism
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, ray: bool = False,
-                 address: str | None = None, num_cpus: float = 1.0) -> list[R]:
+                 address: str | None = None, num_cpus: float = 1.0,
+                 shutdown: bool = True) -> list[R]:
     """``[fn(x) for x in items]``, or the same as Ray tasks (one per item) when ``ray``.
 
     ``fn`` must be a module-level function (Ray pickles it by reference). Results come back
-    in the order of ``items``. Ray starts locally unless ``address`` names a cluster, and a
-    Ray instance this call started is shut down afterwards.
+    in the order of ``items``. Ray starts locally unless ``address`` names a cluster; a Ray
+    instance this call started is shut down afterwards unless ``shutdown`` is False.
     """
     items = list(items)
     if not ray:
@@ -188,16 +234,74 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, ray: bool = False,
         remote = ray_lib.remote(num_cpus=num_cpus)(fn)
         return ray_lib.get([remote.remote(x) for x in items])
     finally:
-        if started:
+        if started and shutdown:
             ray_lib.shutdown()
 
 
 # --------------------------------------------------------------------------- world model
+def protocol_cycle_doses(regimen: str, n_cycles: int) -> np.ndarray:
+    """``(n_cycles, R)`` dose intensity per 21-day cycle of an ImmuneSim regimen's protocol.
+
+    The regimen is laid out exactly as ImmuneSim gives it
+    (:func:`immunegym.sim.therapy.dose_calendar`: standard schedules, e.g. chemotherapy
+    q3w x4, anti-CTLA-4 x4, radiotherapy one course) and summed per cycle in standard-cycle
+    units (:data:`~immunegym.world_model.timelines.STANDARD_CYCLE_DOSE`), the unit of the
+    world model's doses. It is the plan, not what was given: holds and stops are left out.
+
+    Raises
+    ------
+    ValueError
+        If ``regimen`` is not an ImmuneSim regimen or ``n_cycles`` is not positive.
+    """
+    from immunegym.data.vocab import THERAPIES
+    from immunegym.sim.therapy import dose_calendar, parse_regimen
+    from immunegym.world_model.timelines import CYCLE_DAYS, STANDARD_CYCLE_DOSE
+
+    if not isinstance(n_cycles, (int, np.integer)) or n_cycles < 1:
+        raise ValueError(f"n_cycles: expected a positive integer, got {n_cycles!r}")
+    calendar = dose_calendar(parse_regimen(regimen), int(n_cycles) * CYCLE_DAYS)
+    unit = np.array([STANDARD_CYCLE_DOSE[t] for t in THERAPIES])
+    return calendar.reshape(int(n_cycles), CYCLE_DAYS, -1).sum(1) / unit
+
+
+def aligned_doses(regimens: Sequence[str], start_day: np.ndarray, n_cycles: int
+                  ) -> np.ndarray:
+    """``(P, H, R)`` protocol doses per rollout step, for steps that start at ``start_day``.
+
+    Step ``h`` covers days ``(start + 21 h, start + 21 (h + 1)]`` of the protocol, so a
+    patient whose baseline is day 5 gets the protocol from day 5 on.
+    """
+    from immunegym.world_model.batching import interval_dose
+    from immunegym.world_model.timelines import CYCLE_DAYS
+
+    start = np.asarray(start_day, dtype=np.float32)
+    if len(regimens) != len(start):
+        raise ValueError(f"regimens: {len(regimens)} regimens for {len(start)} start days; "
+                         "expected one per patient")
+    total = n_cycles + int(math.ceil(float(start.max(initial=0.0)) / CYCLE_DAYS)) + 1
+    table = {r: protocol_cycle_doses(r, total) for r in set(regimens)}
+    cycles = torch.as_tensor(np.stack([table[r] for r in regimens]), dtype=torch.float32)
+    edges = torch.as_tensor(start)[:, None] + torch.arange(n_cycles + 1) * float(CYCLE_DAYS)
+    return interval_dose(cycles, edges[:, :-1], edges[:, 1:]).numpy()
+
+
 def regimen_doses(regimen: str, n_patients: int, n_cycles: int) -> np.ndarray:
-    """``(P, H, R)`` per-cycle dose intensities of a regimen (any :func:`parse_plan` text)."""
+    """``(P, H, R)`` doses of an ImmuneSim regimen (``"chemo+anti_pd1"``) from day 0.
+
+    What ImmuneSim gives under that regimen name (:func:`protocol_cycle_doses`), so a world
+    model fed these doses is asked about the same therapy the simulator's truth received.
+    """
+    doses = protocol_cycle_doses(regimen, n_cycles).astype(np.float32)
+    return np.repeat(doses[None], n_patients, axis=0)
+
+
+def plan_doses(plan: str, n_patients: int, n_cycles: int) -> np.ndarray:
+    """``(P, H, R)`` doses of a regimen plan in the planning grammar
+    (:func:`~immunegym.planning.regimen.parse_plan`, e.g. ``"anti_ctla4 x4 -> anti_pd1"``;
+    a bare drug name there means every cycle)."""
     from immunegym.planning.regimen import parse_plan
 
-    doses = parse_plan(regimen).cycle_doses(n_cycles).astype(np.float32)
+    doses = parse_plan(plan).cycle_doses(n_cycles).astype(np.float32)
     return np.repeat(doses[None], n_patients, axis=0)
 
 
@@ -302,6 +406,7 @@ class BenchContext:
                  specs: Sequence[CohortSpec] | None = None) -> None:
         self._model = model
         self.specs = list(specs) if specs is not None else None
+        self._ray_started = False
         self.quick, self.seed, self.ray, self.address = bool(quick), int(seed), bool(ray), address
         self.suite_dir = suite_dir
         self.progress = progress or (lambda message: None)
@@ -361,8 +466,24 @@ class BenchContext:
                               seed=int(info.get("seed", 0)))
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """:func:`parallel_map` with this context's ``ray`` and ``address``."""
-        return parallel_map(fn, items, ray=self.ray, address=self.address)
+        """:func:`parallel_map` with this context's ``ray`` and ``address``.
+
+        Ray starts on the first call and stays up until :meth:`close` (starting it costs
+        seconds; the benchmarks map several times).
+        """
+        if self.ray:
+            import ray as ray_lib
+
+            self._ray_started = self._ray_started or not ray_lib.is_initialized()
+        return parallel_map(fn, items, ray=self.ray, address=self.address, shutdown=False)
+
+    def close(self) -> None:
+        """Shut down a Ray instance :meth:`map` started."""
+        if self._ray_started:
+            import ray as ray_lib
+
+            ray_lib.shutdown()
+            self._ray_started = False
 
 
 def torch_threads(n: int | None) -> None:

@@ -85,12 +85,15 @@ def run_benchmarks(names: Sequence[str], ctx: BenchContext, *, command: str = ""
     start = time.perf_counter()
     result: dict[str, Any] = {}
     seconds: dict[str, float] = {}
-    for name in names:
-        log(f"[{name}] running")
-        t0 = time.perf_counter()
-        result[name] = jsonable(_module(name).run(ctx))
-        seconds[name] = time.perf_counter() - t0
-        log(f"[{name}] done in {seconds[name]:.0f} s")
+    try:
+        for name in names:
+            log(f"[{name}] running")
+            t0 = time.perf_counter()
+            result[name] = jsonable(_module(name).run(ctx))
+            seconds[name] = time.perf_counter() - t0
+            log(f"[{name}] done in {seconds[name]:.0f} s")
+    finally:
+        ctx.close()
     result["meta"] = jsonable({
         "command": command, "quick": ctx.quick, "ray": ctx.ray, "seed": ctx.seed,
         "benchmarks": list(names), "seconds": time.perf_counter() - start,

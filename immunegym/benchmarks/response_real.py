@@ -1,0 +1,879 @@
+"""Response prediction on real patients: MORRISON-1 (bulk RNA) and Sade-Feldman 2018 (scRNA).
+
+The real-data half of ``immunegym bench response`` (merged under ``section["real"]``). The
+world model never saw a real patient; here it is asked, for real pre-treatment tumors, to
+roll each one forward under the regimen that patient actually got and the predicted tumor
+shrinkage is scored against the recorded RECIST response. The published predictors are
+computed on exactly the same samples in the same run.
+
+Data
+----
+* **MORRISON-1** (Campbell et al., *Cancer Cell* 2023; cohorts 038 = Riaz 2017, gide = Gide
+  2019, 064, 067 = CheckMate 064/067, liu = Liu 2019, va = Van Allen 2015): every
+  *pre-treatment* bulk RNA-seq sample whose patient has a RECIST response, labeled 1 for
+  CR/PR (``CRPR``) and 0 for SD/PD: 357 samples over 6 cohorts (one sample per subject). The
+  5 samples without a response assessment are the only pre-treatment samples left out.
+* **Sade-Feldman** (Sade-Feldman et al., *Cell* 2018, GSE120575): the 19 pre-treatment
+  biopsies with their per-lesion response (R = 1, NR = 0), as published per-sample counts
+  over the 11 CD45+ clusters G1..G11.
+
+Observation model (:class:`SignatureObservationModel`)
+------------------------------------------------------
+Bulk signature scores are not cell fractions, and the world model's state is a composition
+over the 20 ontology leaves (:data:`~immunegym.ontology.FINE_TYPES`) plus a sum of target
+lesion diameters (SOD). The map is a *quantile match* against a reference bank of ImmuneSim
+melanoma day-0 states (:class:`ReferenceBank`: ``PatientBank.from_sim({"melanoma": 1.0})``,
+seeded, the simulator the world model's training data came from; ImmuneSim's biopsies are
+an unbiased Dirichlet-multinomial draw around this hidden composition, so it is the
+noise-free centre of what the model was trained on):
+
+1. each mapped ontology node (:data:`NODE_SIGNATURES`) gets a composite score, the mean of
+   its signatures standardized with the *training* mean and SD;
+2. the composite is turned into a quantile by the empirical CDF (mid-ranks) of the training
+   samples, and the node's abundance is the reference bank's abundance of that node
+   (the sum of its leaves) at the same quantile. Within a node, leaves split by the
+   reference bank's mean shares;
+3. CD8 T cells are split by one more score: the residual of cytotoxic activity
+   (``cytotoxic-activity-khan2018``, GZMA/PRF1) regressed on the CD8 composite (least squares
+   on the training samples) is quantile-matched to the reference bank's effector share of
+   CD8 cells (``cd8_effector / cd8_t``); the other CD8 mass splits over memory, Tpex and Tex
+   by their reference mean shares;
+4. leaves no signature measures (malignant, DC other, mast cells, fibroblasts, endothelial)
+   take their reference mean fraction; rows are renormalized to the simplex, so a more
+   infiltrated tumor has a lower malignant share;
+5. the baseline SOD is the reference bank's median for every patient: bulk RNA has no
+   imaging, so tumor size carries no information here by construction.
+
+The published predictors (TIDE, IMPRES, tiara_pd1) and the non-cell-type signatures (STING,
+TLS, Th2, Th17, OX40 neutrophil programs) never enter the composition. Each cohort's
+compositions come from an observation model fitted on the other five cohorts only
+(leave-one-cohort-out, :func:`fit_without`); only the reference bank (synthetic) is shared.
+
+World-model score
+-----------------
+The mapped day-0 state (:func:`~immunegym.world_model.timelines.baseline_timelines`) is
+rolled forward 6 cycles (21 days each) under the patient's actual regimen
+(:data:`MORRISON1_REGIMENS`; Sade-Feldman: anti-PD-1 for all, see below) with the mean path
+of the ensemble (:func:`~immunegym.benchmarks.common.mean_path_outcomes`); the score is
+``-best_change`` (deepest predicted shrinkage = most likely responder). Extra scores:
+
+* ``world_model_regimen_only``: the same rollout from the reference bank's *mean*
+  composition, i.e. what the world model knows from the regimen alone; the gap to
+  ``world_model`` is what the patient's own data add;
+* ``world_model_calibrated`` (full runs only; it costs six more rollouts of every sample):
+  a logistic regression on the world model's predicted features (best change, final log
+  SOD, final immune share), fitted on the five training cohorts, whose compositions and
+  rollouts also come from the observation model fitted without the test cohort (strict
+  leave-one-cohort-out). The contract key ``world_model`` stays the uncalibrated
+  ``-best_change``.
+
+``diagnostics.pd1_sensitivity`` records how the world model's predicted best change under
+anti-PD-1 moves when 2% of the reference mean tumor's mass is moved from malignant cells to
+each other cell type: it shows which parts of the mapped state the score can use.
+
+Published scores (higher = responder): ``TIDE`` negated (low TIDE = responder), ``IMPRES``,
+``cd8_infiltration`` (the CD8 T-cell infiltration signature) and ``tiara_pd1``. The
+MORRISON-1 README's reference values on these samples (TIDE 0.537, IMPRES 0.527, CD8 0.610,
+tiara_pd1 0.628, pooled) are a consistency check of the sample selection, never an input.
+
+Sade-Feldman protocol
+---------------------
+The cluster codes are harmonized onto the ontology (``sade_feldman_2018`` convention); mass
+labeled at a coarse node (``G3`` myeloid, ``G5``/``G8`` lymphoid, ``G10`` T cell, ...) is split
+over its leaves by the reference bank's mean leaf fractions. Those are CD45+ cells only, so
+the non-immune share (malignant, fibroblasts, endothelial) is the reference bank's mean
+non-immune share, split by its mean leaf shares (:func:`immune_counts_to_composition`).
+The study treated patients with anti-PD-1, anti-CTLA-4 or both, mostly anti-PD-1; the
+bundled tables carry no per-sample therapy, so every sample is rolled forward under
+``anti_pd1`` (an assumption). Baseline SOD: the reference median, as for MORRISON-1. Scores:
+``world_model``, ``cd8_fraction`` (the CD8 share of CD45+ cells after harmonization) and
+``memory_vs_exhausted``, a proxy of the paper's own finding (memory/TCF7+-like over
+exhausted CD8 states predicts response) on the 11 published clusters, computed on the same
+samples: ``log((G10 + 0.5) / (G6 + G9 + 0.5))``, higher = responder.
+
+Metrics
+-------
+AUROC (scikit-learn) pooled and per cohort, each with a 95% bootstrap interval resampling
+patients (1000 draws); the mean of the per-cohort AUROCs with a bootstrap interval over
+cohorts; ``delta_vs_best_published``: the pooled AUROC of the world model minus that of the
+best published score, with a paired bootstrap interval over patients. ``beats_all_published``
+says whether the world model's pooled AUROC is above every published score's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from immunegym.benchmarks.common import (
+    N_BOOTSTRAP,
+    auroc_block,
+    mean_block,
+    mean_path_outcomes,
+    paired_auroc_delta,
+    plan_doses,
+)
+from immunegym.ontology import FINE_TYPES, default_ontology
+
+N_CYCLES = 6
+"""Cycles (21 days each) every real patient is rolled forward."""
+
+REFERENCE_PATIENTS = {True: 300, False: 1000}
+"""Reference-bank size: ``--quick`` and full runs."""
+
+REFERENCE_SEED = 2023
+"""Seed of the ImmuneSim reference bank."""
+
+CANCER_TYPE = "melanoma"
+
+NODE_SIGNATURES: dict[str, tuple[str, ...]] = {
+    "cd8_t": ("CD8+ Tcell infiltration",),
+    "cd4_helper": ("Th1", "imsig_T cells"),
+    "treg": ("TReg",),
+    "nk": ("imsig_NK cells",),
+    "b_cell": ("BCell", "imsig_B cells"),
+    "plasma_cell": ("imsig_Plasma cells",),
+    "cdc1": ("cDC1",),
+    "monocyte": ("imsig_Monocytes",),
+    "macrophage": ("imsig_Macrophages", "myeloid-macrophage-mahler"),
+    "mdsc": ("mdsc-mahler",),
+    "neutrophil": ("imsig_Neutrophils", "neutrophil-BindeaImmunity2013"),
+}
+"""Ontology node -> the MORRISON-1 signature columns whose mean measures its abundance."""
+
+EFFECTOR_SIGNATURE = "cytotoxic-activity-khan2018"
+"""Signature whose residual on the CD8 composite sets the effector share of CD8 cells."""
+
+PUBLISHED_SCORES: dict[str, tuple[str, float]] = {
+    "TIDE": ("TIDE", -1.0),
+    "IMPRES": ("IMPRES", 1.0),
+    "cd8_infiltration": ("CD8+ Tcell infiltration", 1.0),
+    "tiara_pd1": ("tiara_pd1", 1.0),
+}
+"""Report key -> (MORRISON-1 column, sign making higher = responder)."""
+
+MORRISON1_REGIMENS: dict[str, str] = {
+    "PD1": "anti_pd1",
+    "CTLA4": "anti_ctla4 x4",
+    "Combo": "anti_pd1+anti_ctla4 x4 -> anti_pd1",
+    "CTLA4-to-PD1": "anti_ctla4 x4 -> anti_pd1",
+    "PD1-to-CTLA4": "anti_pd1 x4 -> anti_ctla4 x4",
+}
+"""MORRISON-1 regimen -> plan text (:func:`~immunegym.planning.regimen.parse_plan`):
+ipilimumab is 4 doses q3w (CheckMate 067); the CheckMate 064 sequences give 12 weeks of the
+first drug (4 cycles) then the second."""
+
+SADE_FELDMAN_REGIMEN = "anti_pd1"
+"""Assumed for every Sade-Feldman sample (per-sample therapy is not published in the tables)."""
+
+SCORE_LABELS = {
+    "world_model": "world model (-best change)",
+    "world_model_calibrated": "world model, calibrated (LOCO)",
+    "world_model_regimen_only": "world model, regimen only",
+    "TIDE": "TIDE (negated)",
+    "IMPRES": "IMPRES",
+    "cd8_infiltration": "CD8 infiltration",
+    "tiara_pd1": "tiara_pd1",
+    "cd8_fraction": "CD8 share of CD45+",
+    "memory_vs_exhausted": "G10 memory / (G6+G9) exhausted",
+}
+
+
+# --------------------------------------------------------------------------- reference bank
+@dataclass(frozen=True)
+class ReferenceBank:
+    """Day-0 states of simulated patients: the distribution real data are matched onto.
+
+    Attributes
+    ----------
+    composition
+        ``(N, K)`` fractions over :data:`~immunegym.ontology.FINE_TYPES`.
+    sod_mm
+        ``(N,)`` sum of target-lesion diameters (mm).
+    """
+
+    composition: np.ndarray
+    sod_mm: np.ndarray
+
+    def __post_init__(self) -> None:
+        comp = np.asarray(self.composition, dtype=np.float64)
+        if comp.ndim != 2 or comp.shape[1] != len(FINE_TYPES) or len(comp) < 2:
+            raise ValueError(f"composition: expected shape (N >= 2, {len(FINE_TYPES)}), got "
+                             f"{comp.shape}")
+        if not np.all(np.isfinite(comp)) or np.any(comp < 0):
+            raise ValueError("composition: expected finite, non-negative fractions")
+        sod = np.asarray(self.sod_mm, dtype=np.float64)
+        if sod.shape != (len(comp),) or not np.all(np.isfinite(sod)) or np.any(sod < 0):
+            raise ValueError(f"sod_mm: expected {len(comp)} finite values >= 0 (mm)")
+        object.__setattr__(self, "composition", comp / comp.sum(1, keepdims=True))
+        object.__setattr__(self, "sod_mm", sod)
+
+    @classmethod
+    def from_sim(cls, n: int, *, seed: int = REFERENCE_SEED,
+                 cancer_type: str = CANCER_TYPE) -> ReferenceBank:
+        """``n`` ImmuneSim patients of ``cancer_type`` relaxed to day 0 (seeded)."""
+        from immunegym.env.patients import PatientBank
+
+        bank = PatientBank.from_sim({cancer_type: 1.0}, int(n), seed=seed)
+        return cls(bank.composition.cpu().numpy().astype(np.float64),
+                   bank.sod_mm.cpu().numpy().astype(np.float64))
+
+    def node_abundance(self, node: str) -> np.ndarray:
+        """``(N,)`` summed fraction of the leaves under ``node``."""
+        return self.composition[:, _leaf_columns(node)].sum(1)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """``(K,)`` mean composition."""
+        return self.composition.mean(0)
+
+    @property
+    def median_sod_mm(self) -> float:
+        """The median baseline SOD (mm)."""
+        return float(np.median(self.sod_mm))
+
+
+def _leaf_columns(node: str) -> list[int]:
+    onto = default_ontology()
+    if node not in onto:
+        raise ValueError(f"node: {node!r} is not an ontology node; expected one of "
+                         f"{onto.ids[:6]}...")
+    return [FINE_TYPES.index(leaf) for leaf in onto.leaves_under(node)]
+
+
+# --------------------------------------------------------------------------- observation model
+def _ecdf(sorted_train: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Mid-rank empirical CDF of ``values`` against sorted training values, in (0, 1)."""
+    n = len(sorted_train)
+    lo = np.searchsorted(sorted_train, values, side="left")
+    hi = np.searchsorted(sorted_train, values, side="right")
+    return np.clip((lo + hi) / (2.0 * n), 0.5 / n, 1.0 - 0.5 / n)
+
+
+class SignatureObservationModel:
+    """Bulk signature scores -> compositions over the 20 fine types (quantile matching).
+
+    See the module docstring for the protocol. Fit on the training cohorts' samples only;
+    :meth:`transform` then maps any sample onto the simplex.
+
+    Parameters
+    ----------
+    reference
+        The simulated day-0 distribution matched onto.
+    node_signatures
+        Ontology node -> signature columns measuring its abundance; nodes must not overlap.
+    effector_signature
+        Column whose residual on the CD8 composite sets the effector share within CD8 T
+        cells (needs ``"cd8_t"`` in ``node_signatures``); ``None`` splits CD8 cells by the
+        reference mean shares.
+    """
+
+    def __init__(self, reference: ReferenceBank,
+                 node_signatures: Mapping[str, Sequence[str]] | None = None,
+                 effector_signature: str | None = EFFECTOR_SIGNATURE) -> None:
+        self.reference = reference
+        self.node_signatures = {k: tuple(v) for k, v in
+                                (node_signatures or NODE_SIGNATURES).items()}
+        onto = default_ontology()
+        nodes = list(self.node_signatures)
+        for node, columns in self.node_signatures.items():
+            _leaf_columns(node)
+            if not columns:
+                raise ValueError(f"node_signatures[{node!r}]: expected at least one column")
+            others = [o for o in nodes if o != node and (onto.is_ancestor(o, node) or o == node)]
+            if others:
+                raise ValueError(f"node_signatures: {node!r} lies under {others[0]!r}; "
+                                 "expected non-overlapping nodes")
+        if effector_signature is not None and "cd8_t" not in self.node_signatures:
+            raise ValueError("effector_signature: needs 'cd8_t' in node_signatures")
+        self.effector_signature = effector_signature
+        self._fitted = False
+
+    @property
+    def columns(self) -> list[str]:
+        """Every signature column the model reads."""
+        cols = [c for cs in self.node_signatures.values() for c in cs]
+        if self.effector_signature is not None:
+            cols.append(self.effector_signature)
+        return list(dict.fromkeys(cols))
+
+    def _scores(self, samples: pd.DataFrame) -> np.ndarray:
+        if not isinstance(samples, pd.DataFrame):
+            raise ValueError(f"samples: expected a pandas DataFrame, got {type(samples).__name__}")
+        missing = [c for c in self.columns if c not in samples.columns]
+        if missing:
+            raise ValueError(f"samples: signature column {missing[0]!r} not found; expected "
+                             f"columns {self.columns}")
+        values = samples[self.columns].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"samples[{self.columns[col]!r}]: row {samples.index[row]!r} is "
+                             f"{values[row, col]}; expected finite scores")
+        return values
+
+    def _composites(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        z = (values - self.mean_) / self.sd_
+        index = {c: i for i, c in enumerate(self.columns)}
+        return {node: z[:, [index[c] for c in cols]].mean(1)
+                for node, cols in self.node_signatures.items()}
+
+    def _residual(self, values: np.ndarray, composites: dict[str, np.ndarray]) -> np.ndarray:
+        z = (values - self.mean_) / self.sd_
+        cyto = z[:, self.columns.index(self.effector_signature)]
+        return cyto - self.beta_ * composites["cd8_t"]
+
+    def fit(self, samples: pd.DataFrame) -> SignatureObservationModel:
+        """Learn standardization, empirical CDFs and the effector regression from ``samples``.
+
+        Raises
+        ------
+        ValueError
+            If a signature column is missing or not finite, or fewer than 5 samples.
+        """
+        values = self._scores(samples)
+        if len(values) < 5:
+            raise ValueError(f"samples: {len(values)} rows; expected at least 5 to fit")
+        self.mean_ = values.mean(0)
+        self.sd_ = np.where(values.std(0) > 0, values.std(0), 1.0)
+        composites = self._composites(values)
+        self.ecdf_ = {node: np.sort(v) for node, v in composites.items()}
+        if self.effector_signature is not None:
+            z = (values - self.mean_) / self.sd_
+            cd8 = composites["cd8_t"]
+            cyto = z[:, self.columns.index(self.effector_signature)]
+            self.beta_ = float(np.dot(cd8, cyto) / max(np.dot(cd8, cd8), 1e-12))
+            self.residual_ecdf_ = np.sort(self._residual(values, composites))
+        self._fitted = True
+        return self
+
+    def transform(self, samples: pd.DataFrame) -> np.ndarray:
+        """``(N, 20)`` compositions (rows on the simplex) of ``samples``."""
+        if not self._fitted:
+            raise ValueError("SignatureObservationModel: call fit() before transform()")
+        values = self._scores(samples)
+        ref = self.reference
+        mean = ref.mean
+        out = np.tile(mean, (len(values), 1))
+        composites = self._composites(values)
+        for node, score in composites.items():
+            cols = _leaf_columns(node)
+            q = _ecdf(self.ecdf_[node], score)
+            total = np.quantile(ref.node_abundance(node), q)
+            if node == "cd8_t" and self.effector_signature is not None:
+                out[:, cols] = total[:, None] * self._cd8_split(values, composites)
+            else:
+                share = mean[cols] / max(mean[cols].sum(), 1e-12)
+                out[:, cols] = total[:, None] * share[None]
+        return out / out.sum(1, keepdims=True)
+
+    def _cd8_split(self, values: np.ndarray, composites: dict[str, np.ndarray]) -> np.ndarray:
+        """``(N, 4)`` shares of the CD8 leaves: effector by quantile, the rest by mean."""
+        ref = self.reference
+        cols = _leaf_columns("cd8_t")
+        eff = cols.index(FINE_TYPES.index("cd8_effector"))
+        cd8 = ref.composition[:, cols]
+        ref_share = cd8[:, eff] / np.maximum(cd8.sum(1), 1e-12)
+        q = _ecdf(self.residual_ecdf_, self._residual(values, composites))
+        share = np.quantile(ref_share, q)
+        rest = np.delete(cd8.mean(0), eff)
+        rest = rest / max(rest.sum(), 1e-12)
+        out = np.empty((len(values), len(cols)))
+        out[:, eff] = share
+        out[:, [i for i in range(len(cols)) if i != eff]] = (1 - share)[:, None] * rest[None]
+        return out
+
+
+def fit_without(samples: pd.DataFrame, cohort: str, reference: ReferenceBank,
+                **kwargs: Any) -> SignatureObservationModel:
+    """An observation model fitted on every sample whose ``cohort`` is not ``cohort``.
+
+    Raises
+    ------
+    ValueError
+        If ``samples`` has no ``cohort`` column or ``cohort`` is not one of its values.
+    """
+    if "cohort" not in samples.columns:
+        raise ValueError("samples: no 'cohort' column; expected one cohort id per sample")
+    known = sorted(samples["cohort"].astype(str).unique())
+    if str(cohort) not in known:
+        raise ValueError(f"cohort: {cohort!r} is not in samples; expected one of {known}")
+    train = samples[samples["cohort"].astype(str) != str(cohort)]
+    return SignatureObservationModel(reference, **kwargs).fit(train)
+
+
+# --------------------------------------------------------------------------- data selection
+def morrison1_pretreatment(samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """MORRISON-1 pre-treatment samples with a CR/PR vs SD/PD label (357 over 6 cohorts).
+
+    ``samples`` defaults to :func:`~immunegym.data.real.morrison1_samples`; rows keep their
+    order, the index is reset.
+    """
+    if samples is None:
+        from immunegym.data.real import morrison1_samples
+
+        samples = morrison1_samples()
+    for column in ("timepoint", "responder", "cohort", "regimen"):
+        if column not in samples.columns:
+            raise ValueError(f"samples: no {column!r} column; expected morrison1_samples()")
+    keep = (samples["timepoint"] == "pre") & samples["responder"].notna()
+    out = samples[keep].reset_index(drop=True)
+    unknown = sorted(set(out["regimen"]) - set(MORRISON1_REGIMENS))
+    if unknown:
+        raise ValueError(f"regimen: {unknown[0]!r} has no plan; expected one of "
+                         f"{sorted(MORRISON1_REGIMENS)}")
+    return out
+
+
+def published_scores(samples: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The published predictors on ``samples``, signed so that higher = responder."""
+    return {key: sign * samples[column].to_numpy(dtype=np.float64)
+            for key, (column, sign) in PUBLISHED_SCORES.items()}
+
+
+# --------------------------------------------------------------------------- world model
+def world_model_outcomes(model, composition: np.ndarray, sod_mm: float,
+                         regimens: Sequence[str], *, n_cycles: int = N_CYCLES,
+                         ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Roll mapped day-0 states forward under per-patient plans (mean path).
+
+    Parameters
+    ----------
+    model
+        The world model.
+    composition
+        ``(P, K)`` day-0 fractions.
+    sod_mm
+        Baseline SOD (mm) for everyone.
+    regimens
+        ``P`` plan texts (:func:`~immunegym.planning.regimen.parse_plan`).
+
+    Returns
+    -------
+    dict
+        :func:`~immunegym.benchmarks.common.mean_path_outcomes` plus ``immune_share``
+        ``(P,)``: the predicted immune fraction after ``n_cycles``.
+    """
+    from immunegym.world_model.timelines import baseline_timelines
+
+    comp = np.asarray(composition, dtype=np.float64)
+    if len(regimens) != len(comp):
+        raise ValueError(f"regimens: {len(regimens)} values for {len(comp)} patients")
+    ids = [f"p{i}" for i in range(len(comp))] if ids is None else list(ids)
+    tl = baseline_timelines(comp, np.full(len(comp), float(sod_mm)), ids,
+                            cancer_type=CANCER_TYPE, programs=model.config.programs,
+                            regimen=list(regimens))
+    doses = np.zeros((len(comp), n_cycles, len(model.config.therapies)), np.float32)
+    plans = np.asarray(regimens, dtype=object)
+    for plan in dict.fromkeys(regimens):
+        rows = np.flatnonzero(plans == plan)
+        doses[rows] = plan_doses(plan, len(rows), n_cycles)
+    out = mean_path_outcomes(model, tl, doses)
+    immune = _leaf_columns("immune")
+    out["immune_share"] = out["composition"][:, -1, immune].sum(-1)
+    return out
+
+
+def _features(outcomes: dict[str, np.ndarray]) -> np.ndarray:
+    return np.column_stack([outcomes["best_change"], outcomes["final_log_sod"],
+                            outcomes["immune_share"]])
+
+
+# --------------------------------------------------------------------------- statistics
+# --------------------------------------------------------------------------- MORRISON-1
+def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame | None = None,
+                       seed: int = 0, calibrated: bool = True,
+                       n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """The MORRISON-1 leave-one-cohort-out evaluation (see the module docstring).
+
+    ``calibrated`` adds ``world_model_calibrated`` (strict leave-one-cohort-out: one extra
+    rollout of every sample per cohort, about six times the cost of the rest).
+    """
+    data = morrison1_pretreatment(samples)
+    labels = data["responder"].to_numpy(dtype=np.float64)
+    groups = data["subject_id"].astype(str).to_numpy()
+    cohorts = data["cohort"].astype(str).to_numpy()
+    plans = [MORRISON1_REGIMENS[r] for r in data["regimen"]]
+    sod = reference.median_sod_mm
+    names = sorted(set(cohorts))
+    composition = np.zeros((len(data), len(FINE_TYPES)))
+    calib = np.full(len(data), np.nan)
+    for cohort in names:
+        test = cohorts == cohort
+        obs = fit_without(data, cohort, reference)
+        composition[test] = obs.transform(data[test])
+        if calibrated:
+            # Strict: the training cohorts' features also come from this fold's map.
+            out = world_model_outcomes(model, obs.transform(data[~test]), sod,
+                                       [p for p, t in zip(plans, test, strict=True) if not t])
+            scaler = StandardScaler().fit(_features(out))
+            clf = LogisticRegression(C=1.0).fit(scaler.transform(_features(out)),
+                                                labels[~test])
+            held = world_model_outcomes(model, composition[test], sod,
+                                        [p for p, t in zip(plans, test, strict=True) if t])
+            calib[test] = clf.decision_function(scaler.transform(_features(held)))
+    wm = -world_model_outcomes(model, composition, sod, plans)["best_change"]
+    unique_plans = list(dict.fromkeys(plans))
+    by_plan = world_model_outcomes(model, np.tile(reference.mean, (len(unique_plans), 1)), sod,
+                                   unique_plans)["best_change"]
+    regimen_only = -np.array([by_plan[unique_plans.index(p)] for p in plans])
+    scores: dict[str, np.ndarray] = {"world_model": wm}
+    if calibrated:
+        scores["world_model_calibrated"] = calib
+    scores["world_model_regimen_only"] = regimen_only
+    published = published_scores(data)
+    scores.update(published)
+    pooled = auroc_block(labels, scores, groups, seed=seed, n=n_bootstrap)
+    per_cohort = {c: auroc_block(labels[cohorts == c],
+                                      {k: v[cohorts == c] for k, v in scores.items()},
+                                      groups[cohorts == c], seed=seed, n=n_bootstrap)
+                  for c in names}
+    mean_per = mean_block({k: np.array([per_cohort[c][k] for c in names], dtype=float)
+                           for k in scores}, seed=seed, n=n_bootstrap)
+    best = max(published, key=lambda k: pooled[k])
+    cd8 = _leaf_columns("cd8_t")
+    return {
+        "pooled_auroc": pooled,
+        "per_cohort": per_cohort,
+        "mean_per_cohort_auroc": mean_per,
+        "beats_all_published": bool(all(pooled["world_model"] > pooled[k] for k in published)),
+        "beats_all_published_mean_per_cohort": bool(
+            all(mean_per["world_model"] > mean_per[k] for k in published)),
+        "best_published": best,
+        "delta_vs_best_published": paired_auroc_delta(labels, wm, published[best], groups,
+                                                       seed=seed, n=n_bootstrap),
+        "n_samples": int(len(data)),
+        "n_positive": int(labels.sum()),
+        "cohorts": {c: int((cohorts == c).sum()) for c in names},
+        "regimens": {str(r): int(k) for r, k in data["regimen"].value_counts().items()},
+        "regimen_only_best_change": {r: float(by_plan[unique_plans.index(MORRISON1_REGIMENS[r])])
+                                     for r in sorted(set(data["regimen"]))},
+        "mapped_mean_composition": dict(zip(FINE_TYPES, composition.mean(0).tolist(),
+                                            strict=True)),
+        "mapped_cd8_fraction_mean": float(composition[:, cd8].sum(1).mean()),
+    }
+
+
+# --------------------------------------------------------------------------- Sade-Feldman
+def immune_counts_to_composition(counts: np.ndarray, nodes: Sequence[str],
+                                 reference: ReferenceBank) -> np.ndarray:
+    """CD45+ cell counts over ontology nodes -> ``(N, 20)`` whole-tumor compositions.
+
+    Coarse-node counts split over their leaves by the reference mean leaf fractions
+    (:meth:`~immunegym.ontology.CellOntology.split_to_leaves`); the immune part is scaled to
+    the reference mean immune share and the non-immune leaves take the rest in their
+    reference mean proportions.
+
+    Raises
+    ------
+    ValueError
+        If a node is not an immune node, or a row has no cells.
+    """
+    onto = default_ontology()
+    counts = np.asarray(counts, dtype=np.float64)
+    for node in nodes:
+        if node not in onto or not (node == "immune" or onto.is_ancestor("immune", node)):
+            raise ValueError(f"nodes: {node!r} is not an immune ontology node; expected "
+                             "CD45+ cell types")
+    mean = reference.mean
+    prior = {leaf: float(mean[FINE_TYPES.index(leaf)]) for leaf in onto.leaves}
+    leaves = onto.split_to_leaves(counts, list(nodes), prior)  # (N, K) in onto.leaves order
+    order = [onto.leaves.index(t) for t in FINE_TYPES]
+    leaves = leaves[:, order]
+    total = leaves.sum(1, keepdims=True)
+    if np.any(total <= 0):
+        raise ValueError("counts: a sample has no CD45+ cells; expected a positive total")
+    immune = _leaf_columns("immune")
+    other = [i for i in range(len(FINE_TYPES)) if i not in immune]
+    share = float(mean[immune].sum())
+    out = np.zeros_like(leaves)
+    out[:, immune] = share * leaves[:, immune] / total
+    out[:, other] = (1.0 - share) * mean[other] / mean[other].sum()
+    return out
+
+
+def evaluate_sade_feldman(model, reference: ReferenceBank, *, seed: int = 0,
+                          n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """The Sade-Feldman pre-treatment evaluation (see the module docstring)."""
+    from immunegym.data.real import SADE_FELDMAN_CLUSTERS, sade_feldman_sample_counts
+    from immunegym.ontology import harmonize_labels
+
+    table = sade_feldman_sample_counts()
+    pre = table[table["timepoint"] == "Pre"].reset_index(drop=True)
+    labels = (pre["response"] == "R").to_numpy(dtype=np.float64)
+    clusters = list(SADE_FELDMAN_CLUSTERS)
+    nodes = harmonize_labels(clusters, convention="sade_feldman_2018", strict=True)
+    counts = pre[clusters].to_numpy(dtype=np.float64)
+    composition = immune_counts_to_composition(counts, nodes, reference)
+    out = world_model_outcomes(model, composition, reference.median_sod_mm,
+                               [SADE_FELDMAN_REGIMEN] * len(pre))
+    cd8 = _leaf_columns("cd8_t")
+    immune = _leaf_columns("immune")
+    scores = {
+        "world_model": -out["best_change"],
+        "cd8_fraction": composition[:, cd8].sum(1) / composition[:, immune].sum(1),
+        "memory_vs_exhausted": np.log((pre["G10"].to_numpy(float) + 0.5)
+                                      / (pre["G6"].to_numpy(float)
+                                         + pre["G9"].to_numpy(float) + 0.5)),
+    }
+    groups = pre["patient"].astype(str).str.strip().to_numpy()
+    return {
+        "pooled_auroc": auroc_block(labels, scores, groups, seed=seed, n=n_bootstrap),
+        "n_samples": int(len(pre)),
+        "n_positive": int(labels.sum()),
+        "regimen_assumed": SADE_FELDMAN_REGIMEN,
+        "cluster_nodes": dict(zip(clusters, nodes, strict=True)),
+    }
+
+
+def pd1_sensitivity(model, reference: ReferenceBank, *, shift: float = 0.02,
+                    regimen: str = "anti_pd1") -> dict[str, float]:
+    """Change in predicted best change when ``shift`` of the mean tumor moves to each type.
+
+    Starts from the reference mean composition at the reference median SOD and moves
+    ``shift`` of the mass from malignant cells to one other fine type at a time; negative =
+    the world model predicts more shrinkage.
+    """
+    base = reference.mean
+    malignant = FINE_TYPES.index("malignant")
+    shift = min(float(shift), float(base[malignant]))
+    others = [t for t in FINE_TYPES if t != "malignant"]
+    rows = [base]
+    for t in others:
+        row = base.copy()
+        row[FINE_TYPES.index(t)] += shift
+        row[malignant] -= shift
+        rows.append(row)
+    change = world_model_outcomes(model, np.array(rows), reference.median_sod_mm,
+                                  [regimen] * len(rows))["best_change"]
+    return {t: float(change[i + 1] - change[0]) for i, t in enumerate(others)}
+
+
+# --------------------------------------------------------------------------- entry points
+def run_real(ctx) -> dict[str, Any]:
+    """The real-data section: MORRISON-1 (leave one cohort out) and Sade-Feldman.
+
+    Parameters
+    ----------
+    ctx
+        A :class:`~immunegym.benchmarks.common.BenchContext` (uses ``model``, ``quick``,
+        ``seed``, ``progress``; no simulated held-out cohort is needed).
+    """
+    start = time.perf_counter()
+    n_ref = REFERENCE_PATIENTS[bool(ctx.quick)]
+    reference = ReferenceBank.from_sim(n_ref, seed=REFERENCE_SEED)
+    ctx.progress(f"real data: reference bank of {n_ref} ImmuneSim melanoma patients")
+    calibrated = not ctx.quick
+    morrison = evaluate_morrison1(ctx.model, reference, seed=ctx.seed, calibrated=calibrated)
+    ctx.progress("real data: MORRISON-1 done")
+    sade = evaluate_sade_feldman(ctx.model, reference, seed=ctx.seed)
+    ctx.progress("real data: Sade-Feldman done")
+    return {
+        "morrison1": morrison,
+        "sade_feldman": sade,
+        "diagnostics": {"pd1_sensitivity": pd1_sensitivity(ctx.model, reference)},
+        "config": {
+            "reference_patients": n_ref, "reference_seed": REFERENCE_SEED,
+            "reference_cancer_type": CANCER_TYPE,
+            "baseline_sod_mm": reference.median_sod_mm, "n_cycles": N_CYCLES,
+            "n_bootstrap": N_BOOTSTRAP, "seed": ctx.seed, "calibrated": calibrated,
+            "morrison1_regimens": dict(MORRISON1_REGIMENS),
+            "sade_feldman_regimen": SADE_FELDMAN_REGIMEN,
+            "node_signatures": {k: list(v) for k, v in NODE_SIGNATURES.items()},
+            "effector_signature": EFFECTOR_SIGNATURE,
+            "published_scores": {k: {"column": c, "sign": s}
+                                 for k, (c, s) in PUBLISHED_SCORES.items()},
+        },
+        "seconds": time.perf_counter() - start,
+    }
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(value: Any, ci: Sequence[Any] | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{value:.3f}"
+    if ci is not None and all(c is not None and not (isinstance(c, float) and math.isnan(c))
+                              for c in ci):
+        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return text
+
+
+def _score_keys(block: dict[str, Any]) -> list[str]:
+    return [k for k in block if k not in ("ci95", "n", "n_positive")]
+
+
+def _table(rows: dict[str, dict[str, Any]], keys: list[str]) -> str:
+    head = "| | n (resp.) | " + " | ".join(SCORE_LABELS.get(k, k) for k in keys) + " |"
+    lines = [head, "|---" * (len(keys) + 2) + "|"]
+    for name, block in rows.items():
+        cells = [_fmt(block.get(k), block.get("ci95", {}).get(k)) for k in keys]
+        count = block.get("count") or f"{block.get('n', '')} ({block.get('n_positive', '')})"
+        lines.append(f"| {name} | {count} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_real(section: dict[str, Any], path: str | Path) -> Path:
+    """Per-cohort and pooled AUROC of every score with 95% CIs and the 0.5 chance line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from immunegym._atomic import atomic_path
+
+    morrison = section["morrison1"]
+    keys = _score_keys(morrison["pooled_auroc"])
+    groups = {**{f"{c}\n(n={b['n']})": b for c, b in morrison["per_cohort"].items()},
+              f"pooled\n(n={morrison['pooled_auroc']['n']})": morrison["pooled_auroc"]}
+    sade = section.get("sade_feldman")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [4, 1]})
+    ax = axes[0]
+    cmap = plt.get_cmap("tab10")
+    order = list(dict.fromkeys([*SCORE_LABELS, *keys]))
+    color = {k: cmap(i % 10) for i, k in enumerate(order)}
+    width = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        xs, ys, err = [], [], []
+        for i, block in enumerate(groups.values()):
+            value = block.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            ci = block.get("ci95", {}).get(key) or [None, None]
+            lo = value if ci[0] is None else ci[0]
+            hi = value if ci[1] is None else ci[1]
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(value)
+            err.append([value - lo, hi - value])
+        ax.errorbar(xs, ys, yerr=np.array(err).T if err else None, fmt="o",
+                    color=color[key], ms=4, capsize=2, lw=1,
+                    label=SCORE_LABELS.get(key, key))
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AUROC (CR/PR vs SD/PD)")
+    ax.set_title("MORRISON-1 pre-treatment, leave one cohort out", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4)
+    ax = axes[1]
+    if sade:
+        block = sade["pooled_auroc"]
+        skeys = _score_keys(block)
+        for j, key in enumerate(skeys):
+            value = block.get(key)
+            ci = block.get("ci95", {}).get(key) or [None, None]
+            if value is None:
+                continue
+            lo = value if ci[0] is None else ci[0]
+            hi = value if ci[1] is None else ci[1]
+            ax.errorbar([j], [value], yerr=[[value - lo], [hi - value]], fmt="o", capsize=2,
+                        color=color.get(key, cmap(j % 10)))
+        ax.set_xticks(range(len(skeys)), [SCORE_LABELS.get(k, k) for k in skeys],
+                      rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"Sade-Feldman pre (n={block['n']})", fontsize=10)
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _sensitivity_lines(sens: dict[str, float] | None) -> list[str]:
+    if not sens:
+        return []
+    ranked = sorted(sens.items(), key=lambda kv: kv[1])
+    text = ", ".join(f"{k} {v:+.4f}" for k, v in ranked)
+    return [f"What the score can use: moving 2% of the mean tumor from malignant cells to one "
+            f"cell type changes the predicted best change under anti-PD-1 by: {text}.", ""]
+
+
+def report_real(section: dict[str, Any], out: Path) -> str:
+    """Markdown for the real-data part of the response section; writes its PNG into ``out``.
+
+    Parameters
+    ----------
+    section
+        What :func:`run_real` returned (after :func:`~immunegym.benchmarks.common.jsonable`).
+    out
+        The report directory (exists).
+    """
+    for key in ("morrison1", "sade_feldman"):
+        if key not in section:
+            raise ValueError(f"section: no {key!r} key; expected the output of run_real()")
+    morrison, sade = section["morrison1"], section["sade_feldman"]
+    figure = plot_real(section, Path(out) / "response_real_auroc.png")
+    keys = _score_keys(morrison["pooled_auroc"])
+    delta = morrison["delta_vs_best_published"]
+    verdict = ("beats" if morrison["beats_all_published"] else "does not beat")
+    rows = {"pooled": morrison["pooled_auroc"], **morrison["per_cohort"]}
+    mean_per = morrison["mean_per_cohort_auroc"]
+    mean_row = {"mean of cohorts": {**{k: mean_per[k] for k in keys},
+                                    "ci95": mean_per["ci95"],
+                                    "count": f"{mean_per['n']} cohorts"}}
+    cfg = section.get("config", {})
+    lines = [
+        "### Real patients: MORRISON-1 and Sade-Feldman",
+        "",
+        f"Pre-treatment tumors of real ICB-treated melanoma patients: MORRISON-1 bulk RNA "
+        f"({morrison['n_samples']} samples, {len(morrison['cohorts'])} cohorts, CR/PR vs "
+        f"SD/PD) and Sade-Feldman 2018 single-cell clusters ({sade['n_samples']} samples, "
+        "R vs NR). Signature scores are mapped onto the world model's 20 cell types by a "
+        "quantile-matching observation model fitted without the test cohort against "
+        f"{cfg.get('reference_patients', '?')} ImmuneSim melanoma day-0 states; each patient "
+        f"is rolled forward {cfg.get('n_cycles', N_CYCLES)} cycles under the regimen they "
+        "actually got and scored by the predicted best change in tumor size. Published "
+        "predictors are computed on the same samples. AUROC with 95% bootstrap CIs over "
+        "patients (mean of cohorts: over cohorts).",
+        "",
+        _table({**rows, **mean_row}, keys),
+        "",
+        f"The world model {verdict} every published score on the pooled AUROC: "
+        f"{_fmt(morrison['pooled_auroc']['world_model'])} against "
+        f"{_fmt(morrison['pooled_auroc'][morrison['best_published']])} for the best published "
+        f"score ({morrison['best_published']}); difference {_fmt(delta['value'], delta['ci95'])}"
+        " (paired bootstrap). `world model, regimen only` rolls out the reference mean "
+        "patient under each regimen: what the regimen alone explains.",
+        "",
+        *_sensitivity_lines(section.get("diagnostics", {}).get("pd1_sensitivity")),
+        _table({"Sade-Feldman pre": sade["pooled_auroc"]},
+               _score_keys(sade["pooled_auroc"])),
+        "",
+        f"Sade-Feldman regimens are not in the published tables; all samples are rolled "
+        f"forward under `{sade.get('regimen_assumed', SADE_FELDMAN_REGIMEN)}` (an "
+        "assumption).",
+        "",
+        f"![AUROC per cohort on real data]({figure.name})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "EFFECTOR_SIGNATURE",
+    "MORRISON1_REGIMENS",
+    "NODE_SIGNATURES",
+    "PUBLISHED_SCORES",
+    "ReferenceBank",
+    "SignatureObservationModel",
+    "evaluate_morrison1",
+    "evaluate_sade_feldman",
+    "fit_without",
+    "immune_counts_to_composition",
+    "morrison1_pretreatment",
+    "pd1_sensitivity",
+    "published_scores",
+    "report_real",
+    "run_real",
+    "world_model_outcomes",
+]
