@@ -22,7 +22,8 @@ from sklearn.linear_model import RidgeCV
 from immunegym.world_model.batching import cumulative_dose, interval_dose, split_blocks
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines, within_block_prior
 
-_EPS = 1e-3
+CLR_EPS = 1e-3
+"""Pseudo-count added before the log of centered log-ratios (a zero fraction stays finite)."""
 
 
 def leaf_compositions(tl: Timelines, prior: np.ndarray) -> np.ndarray:
@@ -31,7 +32,7 @@ def leaf_compositions(tl: Timelines, prior: np.ndarray) -> np.ndarray:
 
 
 def clr(x: np.ndarray) -> np.ndarray:
-    logx = np.log(x + _EPS)
+    logx = np.log(x + CLR_EPS)
     return logx - logx.mean(-1, keepdims=True)
 
 

@@ -236,6 +236,29 @@ class WorldModel:
                              "(1.0 = one standard cycle)")
         return value.to(self.device)
 
+    @staticmethod
+    def _dt(dt: float | np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
+        """Validate ``dt``: a number or ``(P,)`` days, all finite and > 0; ``(P,)`` float32."""
+        if isinstance(dt, torch.Tensor):
+            value = dt.detach().to("cpu", torch.float32)
+        else:
+            try:
+                value = torch.as_tensor(np.asarray(dt, dtype=np.float32))
+            except (TypeError, ValueError):
+                raise ValueError(f"dt: {dt!r}; expected days > 0 as a number or a ({n},) "
+                                 "array") from None
+        if value.dim() == 0:
+            value = value.expand(n)
+        if tuple(value.shape) != (n,):
+            raise ValueError(f"dt: shape {tuple(value.shape)}; expected a number or ({n},) "
+                             "days, one per patient")
+        bad = ~(torch.isfinite(value) & (value > 0))
+        if bool(bad.any()):
+            first = int(torch.nonzero(bad)[0, 0])
+            shown = dt if np.ndim(dt) == 0 else f"{float(value[first])} at patient {first}"
+            raise ValueError(f"dt: expected days > 0, got {shown}")
+        return value.clone()
+
     # ------------------------------------------------------------------ fit
     def fit(self, train: Timelines, val: Timelines, train_config: TrainConfig | None = None,
             *, seed: int = 0,
@@ -272,7 +295,7 @@ class WorldModel:
     # ------------------------------------------------------------------ predict
     @torch.no_grad()
     def predict(self, tl: Timelines, doses: np.ndarray | torch.Tensor | Sequence[str],
-                dt: float = CYCLE_DAYS) -> Prediction:
+                dt: float | np.ndarray | torch.Tensor = CYCLE_DAYS) -> Prediction:
         """Predictive distribution ``dt`` days after each patient's last observation.
 
         Parameters
@@ -283,16 +306,18 @@ class WorldModel:
             ``(P, R)`` dose intensity per therapy over the interval (1.0 = a standard
             cycle), or a list of therapy names given to everyone.
         dt
-            Days ahead (> 0).
+            Days ahead (> 0): one number for everyone, or a ``(P,)`` array or tensor with
+            each patient's own horizon (irregular gaps, e.g. to a left-out biopsy). Pass
+            the dose intensity over each patient's own interval in ``doses``
+            (:func:`~.batching.interval_dose`).
         """
         self.check_timelines(tl)
-        if not dt > 0:
-            raise ValueError(f"dt: expected days > 0, got {dt}")
+        step = self._dt(dt, len(tl))
         dose = self._doses(doses, len(tl), None)
         tl = tl.to(self.device)
         x = self.inputs(tl)
         last = tl.valid.sum(1) - 1
-        x = set_query(x, last, torch.full_like(last, dt, dtype=torch.float32), dose)
+        x = set_query(x, last, step.to(self.device), dose)
         rows = torch.arange(len(tl), device=self.device)
         preds = [module(x).index(rows, last) for module in self.members]
         stacked = NextState(*(torch.stack([getattr(p, f) for p in preds])
