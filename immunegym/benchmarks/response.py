@@ -431,10 +431,6 @@ def oracle_task(task: dict[str, Any]) -> dict[str, np.ndarray | float]:
 
 
 # --------------------------------------------------------------------------- statistics
-# Kept while other modules still import the name; use common.auroc_block.
-fast_auroc_block = auroc_block
-
-
 # --------------------------------------------------------------------------- run
 def run_synthetic(ctx: BenchContext) -> dict[str, Any]:
     """The synthetic half of the benchmark (see the module docstring for the protocol).
@@ -488,7 +484,7 @@ def run_synthetic(ctx: BenchContext) -> dict[str, Any]:
               "logistic_baseline": logistic, "oracle": oracle,
               "world_model_calibrated": calibrated}
     section = summarize(base.label, base.cohort, scores, seed=ctx.seed)
-    section["world_model_by_cycles"] = fast_auroc_block(
+    section["world_model_by_cycles"] = auroc_block(
         base.label, {f"cycles_{h}": v for h, v in wm["by_cycles"].items()}, seed=ctx.seed)
     section["oracle"] = {
         "replicates": n_rep, "mean_probability": float(oracle.mean()),
@@ -521,11 +517,11 @@ def summarize(labels: np.ndarray, cohort: np.ndarray, scores: dict[str, np.ndarr
               seed: int = 0) -> dict[str, Any]:
     """Pooled, per-cohort and mean-per-cohort AUROC blocks of several scores."""
     labels, cohort = np.asarray(labels, dtype=float), np.asarray(cohort)
-    pooled = fast_auroc_block(labels, scores, seed=seed)
+    pooled = auroc_block(labels, scores, seed=seed)
     per_cohort: dict[str, Any] = {}
     for name in dict.fromkeys(cohort.tolist()):
         rows = cohort == name
-        per_cohort[name] = fast_auroc_block(labels[rows], {k: np.asarray(v)[rows]
+        per_cohort[name] = auroc_block(labels[rows], {k: np.asarray(v)[rows]
                                                            for k, v in scores.items()},
                                             seed=seed)
     usable = [k for k, b in per_cohort.items() if 0 < b["n_positive"] < b["n"]]
