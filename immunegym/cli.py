@@ -503,12 +503,11 @@ def _evaluation_command(name: str, summary: str):
         line = f"immunegym bench {name}" + (" --quick" if quick else "") + \
             (" --ray" if ray else "")
         result = run_benchmarks(resolve(name), ctx, command=line, log=console.log)
-        table = Table(title=f"bench {name}: value [95% CI]")
+        table = Table(title=f"bench {name}: headline figures (all of them: the JSON and "
+                            "the report)")
         for col in ("figure", "method", "value", "95% CI"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for where, method, value, ci in headline(result):
-            if ".per_cohort." in f".{where}." or ".folds." in f".{where}.":
-                continue  # per-cohort detail lives in the JSON and the report
             ci_text = "" if not ci or None in ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
             table.add_row(where, method, "" if value is None else f"{value:.3f}", ci_text)
         console.print(table)

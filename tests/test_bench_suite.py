@@ -236,8 +236,11 @@ def test_all_writes_one_json_with_a_section_per_benchmark_and_a_report(fake_benc
     text = report.read_text()
     for name in runner.BENCHMARKS:
         assert f"## {name}" in text and (tmp_path / "report" / f"{name}_plot.png").exists()
-    rows = list(runner.headline(result))
+    rows = list(runner.headline(result, {"reconstruction": ("score",),
+                                         "transfer": ("*",)}))
     assert ("reconstruction.score", "world_model", 0.5, [0.4, 0.6]) in rows
+    assert ("transfer.score", "baseline", 0.25, [0.2, 0.3]) in rows
+    assert not any(where.startswith("counterfactual") for where, *_ in rows)
 
 
 def test_single_benchmark_json_is_the_section(fake_benchmarks, tmp_path):

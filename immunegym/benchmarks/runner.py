@@ -87,11 +87,11 @@ def run_benchmarks(names: Sequence[str], ctx: BenchContext, *, command: str = ""
     seconds: dict[str, float] = {}
     try:
         for name in names:
-            log(f"[{name}] running")
+            log(f"{name}: running")
             t0 = time.perf_counter()
             result[name] = jsonable(_module(name).run(ctx))
             seconds[name] = time.perf_counter() - t0
-            log(f"[{name}] done in {seconds[name]:.0f} s")
+            log(f"{name}: done in {seconds[name]:.0f} s")
     finally:
         ctx.close()
     result["meta"] = jsonable({
@@ -169,22 +169,42 @@ def _anchor(title: str) -> str:
     return keep.replace(" ", "-")
 
 
-def headline(result: dict[str, Any]) -> Iterator[tuple[str, str, float | None, list | None]]:
-    """``(where, method, value, ci95)`` of every method block in the result (for a console
-    summary): any dict with a ``"ci95"`` key, down to three levels."""
-    def walk(node: Any, where: str, depth: int):
-        if not isinstance(node, dict) or depth > 3:
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "reconstruction": ("tree_w1", "dense.tree_w1"),
+    "transfer": ("folds.*.ratio",),
+    "counterfactual": ("spearman", "best_regimen_accuracy", "regret"),
+    "response": ("synthetic.pooled_auroc", "real.morrison1.pooled_auroc",
+                 "real.sade_feldman.pooled_auroc"),
+}
+"""The blocks the console summary shows per benchmark (``*`` matches any key); the JSON and
+the report hold everything."""
+
+
+def headline(result: dict[str, Any], paths: dict[str, tuple[str, ...]] | None = None
+             ) -> Iterator[tuple[str, str, float | None, list | None]]:
+    """``(where, method, value, ci95)`` of the headline blocks of every section.
+
+    A block is a dict with a ``"ci95"`` dict; ``paths`` (default :data:`HEADLINE`) names the
+    blocks per benchmark as dotted paths.
+    """
+    paths = HEADLINE if paths is None else paths
+
+    def find(node: Any, keys: list[str], where: str):
+        if not keys:
+            if isinstance(node, dict) and isinstance(node.get("ci95"), dict):
+                yield where, node
             return
-        if isinstance(node.get("ci95"), dict):
-            for method, ci in node["ci95"].items():
-                value = node.get(method)
-                if isinstance(value, (int, float)) or value is None:
-                    yield where, method, value, ci
+        if not isinstance(node, dict):
             return
-        for key, child in node.items():
-            if key not in ("config", "meta"):
-                yield from walk(child, f"{where}.{key}" if where else key, depth + 1)
+        head, rest = keys[0], keys[1:]
+        for key in (list(node) if head == "*" else [head]):
+            if key in node:
+                yield from find(node[key], rest, f"{where}.{key}")
 
     for name, section in result.items():
-        if name != "meta":
-            yield from walk(section, name, 0)
+        for path in paths.get(name, ()):
+            for where, block in find(section, path.split("."), name):
+                for method, ci in block["ci95"].items():
+                    value = block.get(method)
+                    if isinstance(value, (int, float)) or value is None:
+                        yield where, method, value, ci
