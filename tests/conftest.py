@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 GENES = ["CD8A", "GZMB", "PRF1", "NKG7", "PDCD1", "HAVCR2", "TOX", "TCF7", "MKI67", "CD163"]
 
@@ -53,3 +54,16 @@ def registered(cells: ad.AnnData) -> ad.AnnData:
     setup_anndata(cells, patient_key="patient", sample_key="sample", label_key="cell_type",
                   time_key="day", therapy_key="therapy", response_key="response")
     return cells
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module, restored afterwards.
+
+    Tests run tiny batches, where one thread is fastest and leaves the other core to the
+    rest of the machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,6 +16,8 @@ from immunegym.sim.state import compartments_to_fine
 from immunegym.world_model import load
 from immunegym.world_model.timelines import build_timelines, concat_timelines
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches: one thread
+
 HELD_OUT = (
     CohortSpec("cf_mel", "melanoma", ("anti_pd1",), "atlas_zheng", n_patients=10, seed=7),
     CohortSpec("cf_nsclc", "nsclc", ("chemo",), "tme_fine", n_patients=10, seed=8),
@@ -30,15 +32,12 @@ N_BOOT = 100
 
 
 @pytest.fixture(scope="module")
-def data():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: one thread is fastest on a shared machine
+def data(one_torch_thread):
     cohorts = [simulate_cohort(s) for s in HELD_OUT]
     held = [HeldOutCohort(s, c.adata, c.truth) for s, c in zip(HELD_OUT, cohorts, strict=True)]
     tl = concat_timelines([build_timelines(c.adata) for c in cohorts])
     train = concat_timelines([build_timelines(simulate_cohort(s).adata) for s in TRAIN])
-    yield {"model": load(), "held": held, "tl": tl, "train": train}
-    torch.set_num_threads(threads)
+    return {"model": load(), "held": held, "tl": tl, "train": train}
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from immunegym.ontology import tree_wasserstein
 from immunegym.sim.cohort import CohortSpec
 from immunegym.world_model import load
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches: one thread
+
 SPECS = [
     CohortSpec("rec_test_pd1", "melanoma", ("anti_pd1",), "tme_fine", n_patients=8, seed=71,
                biopsies=(3, 6)),
@@ -25,8 +27,7 @@ SPECS = [
 
 
 @pytest.fixture(scope="module")
-def ctx() -> BenchContext:
-    torch.set_num_threads(1)
+def ctx(one_torch_thread) -> BenchContext:
     context = BenchContext(load(), quick=True, specs=SPECS, seed=3)
     context.fresh_timelines  # noqa: B018 - generate the cohorts once
     return context

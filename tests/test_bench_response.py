@@ -15,6 +15,8 @@ from immunegym.benchmarks.common import BenchContext, jsonable
 from immunegym.sim.cohort import CohortSpec, simulate_cohort
 from immunegym.sim.therapy import parse_regimen
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches: one thread
+
 SPECS = [
     CohortSpec("resp_mel", "melanoma", ("anti_pd1", "anti_pd1+anti_ctla4"), "tme_fine",
                n_patients=10, seed=7),
@@ -23,13 +25,6 @@ SPECS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny batches: one torch thread is fastest (and fair to other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from immunegym.benchmarks.common import BenchContext, auroc, jsonable
 from immunegym.benchmarks.response_real import (
@@ -25,6 +24,8 @@ from immunegym.benchmarks.response_real import (
 )
 from immunegym.data.real import morrison1_samples
 from immunegym.ontology import FINE_TYPES
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches: one thread
 
 CD8 = [FINE_TYPES.index(t) for t in ("cd8_memory", "cd8_effector", "cd8_tpex", "cd8_tex")]
 
@@ -44,8 +45,7 @@ def reference() -> ReferenceBank:
 
 
 @pytest.fixture(scope="module")
-def real_section(tmp_path_factory) -> dict:
-    torch.set_num_threads(1)
+def real_section(one_torch_thread) -> dict:
     return jsonable(run_real(BenchContext(quick=True)))
 
 

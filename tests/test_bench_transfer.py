@@ -16,6 +16,8 @@ from immunegym.sim.cohort import CohortSpec, simulate_cohort
 from immunegym.world_model import load
 from immunegym.world_model.timelines import build_timelines, concat_timelines
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches: one thread
+
 SUITE = [
     CohortSpec("tr_suite_mel", "melanoma", ("anti_pd1",), "tme_fine", n_patients=12, seed=81),
     CohortSpec("tr_suite_nsclc", "nsclc", ("anti_pd1", "chemo"), "broad_immune",
@@ -30,8 +32,7 @@ TINY = tr.TransferSettings(n_members=1, epochs=1, patience=1, seed_reference=Tru
 
 
 @pytest.fixture(scope="module")
-def ctx() -> BenchContext:
-    torch.set_num_threads(1)
+def ctx(one_torch_thread) -> BenchContext:
     context = BenchContext(load(), quick=True, specs=FRESH, seed=5)
     context.suite_timelines = concat_timelines(
         [build_timelines(simulate_cohort(s).adata) for s in SUITE])

@@ -188,6 +188,22 @@ def auroc_block(labels: np.ndarray, scores: dict[str, np.ndarray],
     return out
 
 
+def format_ci(value: float | None, ci: Sequence[float | None] | None = None, *,
+              digits: int = 3, ci_digits: int | None = None) -> str:
+    """``"0.812 [0.790, 0.834]"`` for report tables; ``"–"`` for a missing or NaN value, and
+    no interval when it is missing."""
+    def finite(x: Any) -> bool:
+        return isinstance(x, (int, float, np.floating)) and math.isfinite(float(x))
+
+    if not finite(value):
+        return "–"
+    text = f"{value:.{digits}f}"
+    if ci is not None and len(ci) == 2 and all(finite(c) for c in ci):
+        d = digits if ci_digits is None else ci_digits
+        text += f" [{ci[0]:.{d}f}, {ci[1]:.{d}f}]"
+    return text
+
+
 def _finite_mean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]

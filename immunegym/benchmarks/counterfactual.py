@@ -109,6 +109,7 @@ from immunegym.benchmarks.common import (
     HeldOutCohort,
     auroc_block,
     day0_states,
+    format_ci,
     mean_block,
     mean_path_outcomes,
     protocol_cycle_doses,
@@ -641,14 +642,11 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- report
 def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
+    return format_ci(value, digits=digits)
 
 
 def _ci(block: dict[str, Any], name: str, digits: int = 3) -> str:
-    lo, hi = (block.get("ci95", {}).get(name) or [None, None])
-    return f"{_fmt(block.get(name), digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+    return format_ci(block.get(name), block.get("ci95", {}).get(name), digits=digits)
 
 
 def report(section: dict[str, Any], out: Path) -> str:

@@ -78,7 +78,7 @@ import numpy as np
 import torch
 
 from immunegym.benchmarks.baselines import CLR_EPS, clr, inverse_clr, leaf_compositions
-from immunegym.benchmarks.common import BenchContext, mean_block, torch_threads
+from immunegym.benchmarks.common import BenchContext, format_ci, mean_block, torch_threads
 from immunegym.ontology import FINE_TYPES, tree_wasserstein
 from immunegym.planning.counterfactuals import CD8_TYPES, MALIGNANT_TYPE
 from immunegym.world_model.batching import interval_dose
@@ -631,12 +631,7 @@ def _example(ctx: BenchContext, tasks: list[CohortTask]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- report
 def _fmt(block: dict[str, Any], method: str) -> str:
-    value = block.get(method)
-    if value is None:
-        return "n/a"
-    lo, hi = (block.get("ci95") or {}).get(method) or (None, None)
-    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
-    return f"{value:.3f}{ci}"
+    return format_ci(block.get(method), (block.get("ci95") or {}).get(method))
 
 
 def report(section: dict[str, Any], out: Path) -> str:

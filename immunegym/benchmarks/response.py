@@ -98,6 +98,7 @@ from immunegym.benchmarks.common import (
     aligned_doses,
     auroc_block,
     bootstrap_mean,
+    format_ci,
     mean_path_outcomes,
     torch_threads,
 )
@@ -557,15 +558,6 @@ _DISPLAY = {"world_model": "world model", "world_model_calibrated": "world model
             "oracle": "oracle (ImmuneSim)"}
 
 
-def _fmt(value: Any, ci: Any = None) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    text = f"{value:.3f}"
-    if ci and all(c is not None and math.isfinite(c) for c in ci):
-        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
-    return text
-
-
 def _methods(block: dict[str, Any]) -> list[str]:
     return [m for m in (*METHODS, *EXTRA_METHODS) if m in block]
 
@@ -598,21 +590,21 @@ def report_synthetic(section: dict[str, Any], out: Path) -> str:
         "|---|---|---|",
     ]
     for m in methods:
-        lines.append(f"| {_DISPLAY.get(m, m)} | {_fmt(pooled[m], pooled['ci95'][m])} | "
-                     f"{_fmt(mean.get(m), mean['ci95'].get(m))} |")
+        lines.append(f"| {_DISPLAY.get(m, m)} | {format_ci(pooled[m], pooled['ci95'][m])} | "
+                     f"{format_ci(mean.get(m), mean['ci95'].get(m))} |")
     lines += ["", f"Mean per cohort over the {mean['n_cohorts']} cohorts with both classes.",
               ""]
     by_cycles = syn.get("world_model_by_cycles")
     if by_cycles:
         keys = [k for k in by_cycles if k.startswith("cycles_")]
         lines += ["World-model AUROC (pooled) by rollout length: " + "; ".join(
-            f"{k.split('_')[1]} cycles {_fmt(by_cycles[k], by_cycles['ci95'][k])}"
+            f"{k.split('_')[1]} cycles {format_ci(by_cycles[k], by_cycles['ci95'][k])}"
             for k in keys) + ".", ""]
     lines += ["| cohort | n (resp.) | " + " | ".join(_DISPLAY.get(m, m) for m in methods)
               + " |", "|---|---|" + "---|" * len(methods)]
     for name, block in per_cohort.items():
         lines.append(f"| {name} | {block['n']} ({block['n_positive']}) | "
-                     + " | ".join(_fmt(block[m], block["ci95"][m]) for m in methods) + " |")
+                     + " | ".join(format_ci(block[m], block["ci95"][m]) for m in methods) + " |")
     lines.append("")
     bars = out / f"{NAME}_synthetic_per_cohort.png"
     roc = out / f"{NAME}_synthetic_roc.png"
@@ -689,7 +681,7 @@ def _plot_roc(patients: dict[str, Any], methods: Sequence[str], pooled: dict[str
         if len(np.unique(labels[keep])) < 2:
             continue
         fpr, tpr, _ = roc_curve(labels[keep].astype(int), scores[keep])
-        ax.plot(fpr, tpr, label=f"{_DISPLAY.get(m, m)} ({_fmt(pooled[m])})")
+        ax.plot(fpr, tpr, label=f"{_DISPLAY.get(m, m)} ({format_ci(pooled[m])})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

@@ -117,6 +117,7 @@ from sklearn.preprocessing import StandardScaler
 from immunegym.benchmarks.common import (
     N_BOOTSTRAP,
     auroc_block,
+    format_ci,
     mean_block,
     mean_path_outcomes,
     paired_auroc_delta,
@@ -698,16 +699,6 @@ def run_real(ctx) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- report
-def _fmt(value: Any, ci: Sequence[Any] | None = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    text = f"{value:.3f}"
-    if ci is not None and all(c is not None and not (isinstance(c, float) and math.isnan(c))
-                              for c in ci):
-        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
-    return text
-
-
 def _score_keys(block: dict[str, Any]) -> list[str]:
     return [k for k in block if k not in ("ci95", "n", "n_positive")]
 
@@ -716,7 +707,7 @@ def _table(rows: dict[str, dict[str, Any]], keys: list[str]) -> str:
     head = "| | n (resp.) | " + " | ".join(SCORE_LABELS.get(k, k) for k in keys) + " |"
     lines = [head, "|---" * (len(keys) + 2) + "|"]
     for name, block in rows.items():
-        cells = [_fmt(block.get(k), block.get("ci95", {}).get(k)) for k in keys]
+        cells = [format_ci(block.get(k), block.get("ci95", {}).get(k)) for k in keys]
         count = block.get("count") or f"{block.get('n', '')} ({block.get('n_positive', '')})"
         lines.append(f"| {name} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -839,9 +830,10 @@ def report_real(section: dict[str, Any], out: Path) -> str:
         _table({**rows, **mean_row}, keys),
         "",
         f"The world model {verdict} every published score on the pooled AUROC: "
-        f"{_fmt(morrison['pooled_auroc']['world_model'])} against "
-        f"{_fmt(morrison['pooled_auroc'][morrison['best_published']])} for the best published "
-        f"score ({morrison['best_published']}); difference {_fmt(delta['value'], delta['ci95'])}"
+        f"{format_ci(morrison['pooled_auroc']['world_model'])} against "
+        f"{format_ci(morrison['pooled_auroc'][morrison['best_published']])} for the best published "
+        f"score ({morrison['best_published']}); difference "
+        f"{format_ci(delta['value'], delta['ci95'])}"
         " (paired bootstrap). `world model, regimen only` rolls out the reference mean "
         "patient under each regimen: what the regimen alone explains.",
         "",

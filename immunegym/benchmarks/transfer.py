@@ -90,6 +90,7 @@ from immunegym.benchmarks.common import (
     auroc,
     auroc_block,
     bootstrap_weights,
+    format_ci,
     mean_block,
     torch_threads,
     weighted_aurocs,
@@ -674,15 +675,6 @@ _LABELS = {"rollout_6_tree_w1": "6-cycle tree-W1 (lower better)",
            "response_auroc": "response AUROC (higher better)"}
 
 
-def _fmt(value: Any, ci: Any = None) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    text = f"{value:.3f}"
-    if ci and all(c is not None and math.isfinite(c) for c in ci):
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return text
-
-
 def report(section: dict[str, Any], out: Path) -> str:
     """Markdown for the transfer section; writes ``transfer_by_type.png`` into ``out``."""
     out = Path(out)
@@ -712,21 +704,21 @@ def report(section: dict[str, Any], out: Path) -> str:
     for cancer, fold in folds.items():
         for metric in METRICS:
             block = fold[metric]
-            cells = [_fmt(block.get(m), block["ci95"].get(m)) for m in MODELS]
-            cells.append(_fmt(fold["ratio"][metric], fold["ratio"]["ci95"][metric]))
+            cells = [format_ci(block.get(m), block["ci95"].get(m)) for m in MODELS]
+            cells.append(format_ci(fold["ratio"][metric], fold["ratio"]["ci95"][metric]))
             if reference:
                 ref = fold["seed_reference"]
-                cells.append(_fmt(ref[metric], ref["ci95"][metric]))
+                cells.append(format_ci(ref[metric], ref["ci95"][metric]))
             lines.append(f"| {cancer} (n={fold['n_patients']}) | {_LABELS[metric]} | "
                          + " | ".join(cells) + " |")
     summary = section.get("summary", {})
     lines += ["", "Mean ratio over the {} fold(s): ".format(summary.get("n_folds", len(folds)))
-              + "; ".join(f"{m} {_fmt(summary.get(m))}" for m in METRICS) + "."]
+              + "; ".join(f"{m} {format_ci(summary.get(m))}" for m in METRICS) + "."]
     if reference:
         lines += ["The *seed reference* is the in-distribution model retrained with another "
                   "seed, divided by the in-distribution model: the spread a ratio gets from "
                   "training randomness alone. Mean over folds: " + "; ".join(
-                      f"{m} {_fmt(summary.get('seed_reference', {}).get(m))}"
+                      f"{m} {format_ci(summary.get('seed_reference', {}).get(m))}"
                       for m in METRICS) + "."]
     else:
         lines += ["The intervals resample patients; they do not include the randomness of "
