@@ -212,10 +212,14 @@ def test_run_is_deterministic(ctx, section):
 
 def test_ray_tasks_give_the_same_figures(ctx, section):
     pytest.importorskip("ray")
-    on_ray = BenchContext(ctx.model, quick=True, specs=FRESH, seed=ctx.seed, ray=True)
-    on_ray.suite_timelines = ctx.suite_timelines
-    on_ray.fresh = ctx.fresh  # the same held-out cohorts, not regenerated
-    got = tr.run(on_ray, settings=TINY)
+    import ray
+
+    with BenchContext(ctx.model, quick=True, specs=FRESH, seed=ctx.seed, ray=True) as on_ray:
+        on_ray.suite_timelines = ctx.suite_timelines
+        on_ray.fresh = ctx.fresh  # the same held-out cohorts, not regenerated
+        got = tr.run(on_ray, settings=TINY)
+        assert ray.is_initialized()  # kept up across the context's maps ...
+    assert not ray.is_initialized()  # ... and shut down when the context closes
     assert got["config"]["ray"] is True
     assert jsonable(got["folds"]) == jsonable(section["folds"])
 

@@ -501,6 +501,12 @@ class BenchContext:
             ray_lib.shutdown()
             self._ray_started = False
 
+    def __enter__(self) -> BenchContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def torch_threads(n: int | None) -> None:
     """Cap torch's intra-op threads (Ray workers otherwise each take every core)."""
