@@ -11,7 +11,7 @@ import torch
 
 from immunegym.benchmarks import reconstruction as rec
 from immunegym.benchmarks.baselines import clr, leaf_compositions
-from immunegym.benchmarks.common import BenchContext, jsonable
+from immunegym.benchmarks.common import BenchContext, jsonable, model_leaf_prior
 from immunegym.ontology import tree_wasserstein
 from immunegym.sim.cohort import CohortSpec
 from immunegym.world_model import load
@@ -133,7 +133,7 @@ def test_dense_queries_cover_interior_days_without_the_days_own_biopsy(ctx):
 def test_reconstruct_uses_the_right_neighbours(ctx):
     tl = ctx.fresh_timelines
     q = rec.leave_one_out_queries(tl)
-    comps = leaf_compositions(tl, rec.split_prior(ctx.model))
+    comps = leaf_compositions(tl, model_leaf_prior(ctx.model))
     out = rec.reconstruct(ctx.model, tl, q, comps)
     days = tl.days.numpy()
     take_next = (days[q.row, q.next] - q.day) < (q.day - days[q.row, q.prev])
@@ -151,7 +151,7 @@ def test_truth_is_aligned_to_the_timelines(ctx):
     own, other = [], []
     for task in rec.cohort_tasks(ctx, 1):
         tl = task.timelines
-        comps = leaf_compositions(tl, rec.split_prior(ctx.model))
+        comps = leaf_compositions(tl, model_leaf_prior(ctx.model))
         for p in range(len(tl)):
             for i in np.flatnonzero(tl.comp_observed[p].numpy()):
                 day = int(tl.days[p, i])

@@ -23,6 +23,7 @@ from immunegym.benchmarks.common import (
     fresh_specs,
     jsonable,
     mean_block,
+    model_leaf_prior,
     paired_auroc_delta,
     parallel_map,
     plan_doses,
@@ -173,6 +174,23 @@ def test_aligned_doses_start_at_the_baseline_day():
 
 
 # --------------------------------------------------------------------------- oracle
+def test_model_leaf_prior_prefers_the_model_then_the_data_then_an_even_split():
+    from immunegym.world_model import WorldModel, load
+    from immunegym.world_model.timelines import baseline_timelines, within_block_prior
+
+    pretrained = load()
+    np.testing.assert_allclose(model_leaf_prior(pretrained),
+                               pretrained.leaf_prior().numpy(), rtol=1e-6)
+    unfitted = WorldModel()
+    assert unfitted.leaf_prior() is None
+    k = len(unfitted.config.types)
+    np.testing.assert_allclose(model_leaf_prior(unfitted), np.full(k, 1.0 / k))
+    comp = np.random.default_rng(0).dirichlet(np.ones(k), 3)
+    tl = baseline_timelines(comp, None, ["a", "b", "c"], cancer_type="melanoma",
+                            programs=unfitted.config.programs)
+    np.testing.assert_allclose(model_leaf_prior(unfitted, tl), within_block_prior(tl))
+
+
 def test_fresh_specs_are_new_patients_of_the_same_designs():
     from immunegym.sim.suite import DEFAULT_SUITE
 

@@ -168,7 +168,7 @@ def mean_block(values: dict[str, np.ndarray], groups: np.ndarray | None = None, 
 
     Every method is resampled with the same seed, so the draws pair the same patients.
     """
-    out: dict[str, Any] = {name: _finite_mean(v) for name, v in values.items()}
+    out: dict[str, Any] = {name: finite_mean(v) for name, v in values.items()}
     out["ci95"] = {name: bootstrap_mean(v, groups, seed=seed, n=n)
                    for name, v in values.items()}
     out["n"] = int(len(next(iter(values.values())))) if values else 0
@@ -204,7 +204,8 @@ def format_ci(value: float | None, ci: Sequence[float | None] | None = None, *,
     return text
 
 
-def _finite_mean(values: np.ndarray) -> float:
+def finite_mean(values: Sequence[float | None] | np.ndarray) -> float:
+    """Mean of the finite values (``None`` and NaN left out); NaN when there are none."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     return float(values.mean()) if len(values) else math.nan
@@ -352,6 +353,19 @@ def mean_path_outcomes(model, tl, doses: np.ndarray) -> dict[str, np.ndarray]:
     best_change = sod.min(1) / np.maximum(np.expm1(base), 1e-6) - 1.0
     return {"final_log_sod": log_sod[:, -1], "best_change": best_change, "log_sod": log_sod,
             "composition": composition}
+
+
+def model_leaf_prior(model, tl=None) -> np.ndarray:
+    """``(K,)`` split of coarse-labeled mass over leaves: the model's own leaf prior; for a
+    model without one (unfitted), the within-block prior of ``tl``, else an even split."""
+    prior = model.leaf_prior()
+    if prior is not None:
+        return prior.cpu().numpy().astype(np.float64)
+    if tl is not None:
+        from immunegym.world_model.timelines import within_block_prior
+
+        return within_block_prior(tl)
+    return np.full(len(model.config.types), 1.0 / len(model.config.types))
 
 
 # --------------------------------------------------------------------------- data

@@ -78,7 +78,13 @@ import numpy as np
 import torch
 
 from immunegym.benchmarks.baselines import CLR_EPS, clr, inverse_clr, leaf_compositions
-from immunegym.benchmarks.common import BenchContext, format_ci, mean_block, torch_threads
+from immunegym.benchmarks.common import (
+    BenchContext,
+    format_ci,
+    mean_block,
+    model_leaf_prior,
+    torch_threads,
+)
 from immunegym.ontology import FINE_TYPES, tree_wasserstein
 from immunegym.planning.counterfactuals import CD8_TYPES, MALIGNANT_TYPE
 from immunegym.world_model.batching import interval_dose
@@ -362,14 +368,6 @@ def query_doses(tl: Timelines, queries: Queries, chunk: int = 8192) -> np.ndarra
             else np.zeros((0, tl.cycle_doses.shape[-1]), dtype=np.float32))
 
 
-def split_prior(model: WorldModel) -> np.ndarray:
-    """``(K,)`` the model's leaf prior; an even split when the model has none (unfitted)."""
-    prior = model.leaf_prior()
-    if prior is None:
-        return np.full(len(model.config.types), 1.0 / len(model.config.types))
-    return prior.cpu().numpy().astype(np.float64)
-
-
 def reconstruct(model: WorldModel, tl: Timelines, queries: Queries,
                 comps: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every method's reconstruction of every query day.
@@ -392,7 +390,7 @@ def reconstruct(model: WorldModel, tl: Timelines, queries: Queries,
         ``observed_biopsy`` (the biopsy taken that day; NaN where none): ``(N, K)`` each.
     """
     if comps is None:
-        comps = leaf_compositions(tl, split_prior(model))
+        comps = leaf_compositions(tl, model_leaf_prior(model))
     days = tl.days.numpy().astype(float)
     q = queries
     prev_day, next_day = days[q.row, q.prev], days[q.row, q.next]
@@ -445,7 +443,7 @@ def evaluate_cohort(task: CohortTask) -> dict[str, Any]:
     """
     torch_threads(task.threads)
     tl, model = task.timelines, task.model
-    comps = leaf_compositions(tl, split_prior(model))
+    comps = leaf_compositions(tl, model_leaf_prior(model))
     ids = np.asarray(tl.patient_ids, dtype=object)
     out: dict[str, Any] = {}
     for name, queries in (("lobo", leave_one_out_queries(tl)),
@@ -605,7 +603,7 @@ def _example(ctx: BenchContext, tasks: list[CohortTask]) -> dict[str, Any]:
     queries = Queries(*(v[queries.own < 0] for v in vars(queries).values()))  # biopsy days:
     recon = reconstruct(task.model, tl, queries)  # the dots, not a method's spike
     point_days, biopsies = _points(tl, p)
-    comps = leaf_compositions(tl, split_prior(task.model))[0]
+    comps = leaf_compositions(tl, model_leaf_prior(task.model))[0]
     last = int(point_days[biopsies[-1]])
     mal = [FINE_TYPES.index(MALIGNANT_TYPE)]
     cd8 = [FINE_TYPES.index(t) for t in CD8_TYPES]
@@ -762,4 +760,4 @@ def _plot_example(example: dict[str, Any], path: Path) -> Path:
 
 __all__ = ["GAP_BINS", "METHODS", "CohortTask", "Queries", "clr_interpolate", "cohort_tasks",
            "dense_queries", "evaluate_cohort", "leave_one_out_queries", "nearest_is_next",
-           "query_doses", "reconstruct", "report", "run", "split_prior", "world_model_at"]
+           "query_doses", "reconstruct", "report", "run", "world_model_at"]

@@ -100,6 +100,7 @@ from immunegym.benchmarks.common import (
     bootstrap_mean,
     format_ci,
     mean_path_outcomes,
+    model_leaf_prior,
     torch_threads,
 )
 from immunegym.data.vocab import THERAPIES
@@ -109,7 +110,6 @@ from immunegym.sim.cohort import CohortSpec
 from immunegym.world_model.timelines import (
     CYCLE_DAYS,
     Timelines,
-    within_block_prior,
 )
 
 NAME = "response"
@@ -260,12 +260,6 @@ def collect_baselines(ctx: BenchContext) -> Baselines:
     tl, day = truncate_at_first_biopsy(tl_all.subset([row_of[p] for p in ids]))
     return Baselines(ids, np.asarray(cohort), regimen, np.concatenate(arm),
                      np.asarray(label), day, tl)
-
-
-def _leaf_prior(model, tl: Timelines) -> np.ndarray:
-    prior = model.leaf_prior()
-    return prior.cpu().numpy().astype(np.float64) if prior is not None else \
-        within_block_prior(tl)
 
 
 def baseline_features(tl: Timelines, regimens: Sequence[str], prior: np.ndarray
@@ -452,7 +446,7 @@ def run_synthetic(ctx: BenchContext) -> dict[str, Any]:
     specs = {h.spec.name: h.spec for h in fresh}
     checks = CHECK_CYCLES[ctx.quick]
 
-    prior = _leaf_prior(ctx.model, base.timelines)
+    prior = model_leaf_prior(ctx.model, base.timelines)
     features, cd8 = baseline_features(base.timelines, base.regimen, prior)
     ctx.progress("response: world-model rollouts")
     wm = world_model_scores(ctx.model, base.timelines, base.regimen, base.baseline_day,

@@ -90,6 +90,7 @@ from immunegym.benchmarks.common import (
     auroc,
     auroc_block,
     bootstrap_weights,
+    finite_mean,
     format_ci,
     mean_block,
     torch_threads,
@@ -100,7 +101,12 @@ from immunegym.benchmarks.response import (
     truncate_at_first_biopsy,
     world_model_scores,
 )
-from immunegym.benchmarks.world_model import LabeledCohorts, Origins, make_origins
+from immunegym.benchmarks.world_model import (
+    LabeledCohorts,
+    Origins,
+    make_origins,
+    truth_by_patient,
+)
 from immunegym.ontology import tree_wasserstein
 from immunegym.world_model.model import WorldModel, WorldModelConfig
 from immunegym.world_model.module import ModuleConfig
@@ -414,7 +420,6 @@ def fold_data(ctx: BenchContext, cancer_type: str) -> FoldData:
     """
     import pandas as pd
 
-    from immunegym.sim.outcomes import sum_of_diameters
     from immunegym.sim.parameters import load_parameters
 
     cohorts = [c for c in ctx.fresh if c.spec.cancer_type == cancer_type]
@@ -427,11 +432,9 @@ def fold_data(ctx: BenchContext, cancer_type: str) -> FoldData:
     rates = load_parameters().rates
     comp, burden = {}, {}
     for held in cohorts:
-        truth = held.truth
-        sod = sum_of_diameters(torch.as_tensor(truth.tumor_cells), rates).numpy()
-        log_sod = np.where(truth.alive, np.log1p(sod), np.nan)
-        for i, pid in enumerate(truth.patient_ids):
-            comp[pid], burden[pid] = truth.composition[:, i], log_sod[:, i]
+        cohort_comp, cohort_burden = truth_by_patient(held.truth, rates)
+        comp.update(cohort_comp)
+        burden.update(cohort_burden)
     missing = [p for p in tl.patient_ids if p not in comp]
     if missing:
         raise ValueError(f"fresh cohorts: patient {missing[0]!r} has no hidden truth")
@@ -538,22 +541,17 @@ def summarize(folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
     them) and ``worse_on_unseen_type``: per metric, the folds whose ratio interval excludes 1
     on the worse side.
     """
-    out: dict[str, Any] = {metric: _finite_mean([f["ratio"][metric] for f in folds.values()])
+    out: dict[str, Any] = {metric: finite_mean([f["ratio"][metric] for f in folds.values()])
                            for metric in METRICS}
     out["n_folds"] = len(folds)
     if all("seed_reference" in f for f in folds.values()) and folds:
         out["seed_reference"] = {
-            metric: _finite_mean([f["seed_reference"][metric] for f in folds.values()])
+            metric: finite_mean([f["seed_reference"][metric] for f in folds.values()])
             for metric in METRICS}
     out["worse_on_unseen_type"] = {
         metric: sum(1 for f in folds.values() if _ci_worse(f["ratio"]["ci95"][metric], metric))
         for metric in METRICS}
     return out
-
-
-def _finite_mean(values: Sequence[float | None]) -> float:
-    kept = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(kept)) if kept else math.nan
 
 
 def _ci_worse(ci: Sequence[float | None], metric: str) -> bool:

@@ -55,6 +55,18 @@ class LabeledCohorts:
     truth_burden: dict[str, np.ndarray]  # patient -> (D,) log1p true SOD (NaN after death)
 
 
+def truth_by_patient(truth: HiddenTruth, rates: dict[str, float] | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A cohort's hidden truth per patient id: daily composition ``(D, K)`` and daily
+    ``log1p`` noise-free sum of diameters ``(D,)`` (NaN after death)."""
+    rates = load_parameters().rates if rates is None else rates
+    sod = sum_of_diameters(torch.as_tensor(truth.tumor_cells), rates).numpy()
+    log_sod = np.where(truth.alive, np.log1p(sod), np.nan)
+    comp = {pid: truth.composition[:, i] for i, pid in enumerate(truth.patient_ids)}
+    burden = {pid: log_sod[:, i] for i, pid in enumerate(truth.patient_ids)}
+    return comp, burden
+
+
 def load_cohorts(specs: Sequence = DEFAULT_SUITE, directory: str | Path | None = None,
                  progress: Callable[[str], None] | None = None) -> LabeledCohorts:
     """Timelines and truth of cohorts: read from a suite directory, or generated in memory."""
@@ -70,11 +82,9 @@ def load_cohorts(specs: Sequence = DEFAULT_SUITE, directory: str | Path | None =
             cohort = simulate_cohort(spec)
             adata, truth = cohort.adata, cohort.truth
         parts.append(build_timelines(adata))
-        sod = sum_of_diameters(torch.as_tensor(truth.tumor_cells), rates).numpy()
-        log_sod = np.where(truth.alive, np.log1p(sod), np.nan)
-        for i, pid in enumerate(truth.patient_ids):
-            comp[pid] = truth.composition[:, i]
-            burden[pid] = log_sod[:, i]
+        cohort_comp, cohort_burden = truth_by_patient(truth, rates)
+        comp.update(cohort_comp)
+        burden.update(cohort_burden)
         if progress:
             progress(spec.name)
     return LabeledCohorts(concat_timelines(parts), comp, burden)
