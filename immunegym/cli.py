@@ -361,15 +361,25 @@ def sim_calibrate(
     n: Annotated[int, typer.Option(help="Patients per arm for the check.")] = 4000,
     seed: Annotated[int, typer.Option(help="Seed of the check.")] = 0,
     fit: Annotated[bool, typer.Option(help="Fit the anchor parameters first.")] = False,
-    fit_n: Annotated[int, typer.Option(help="Patients per arm while fitting.")] = 2000,
+    fit_n: Annotated[int, typer.Option(help="Patients per arm while fitting.")] = 1000,
     sweeps: Annotated[int, typer.Option(help="Gauss-Seidel sweeps over the anchors.")] = 2,
-    params_out: Annotated[Path | None, typer.Option(
-        help="Where --fit writes the parameter file (default: the packaged file).")] = None,
-    version: Annotated[str, typer.Option(help="Version written into the file.")] = "1",
+    params_out: Annotated[Path, typer.Option(
+        help="Where --fit writes the parameter file.")] = Path(
+        "immunegym-out/immunesim-params-v2.json"),
+    ship: Annotated[bool, typer.Option(
+        help="Maintainers: --fit replaces the parameter file shipped in the package.")
+    ] = False,
+    version: Annotated[str, typer.Option(help="Version written into the file.")] = "2",
     out: Annotated[Path, typer.Option(help="Directory for the plot.")] = Path("immunegym-out"),
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
-    """Print target vs simulated (95% CI) for every anchor and write a plot; --fit refits."""
+    """Print fit and validation tables (target, simulated, CI, IA) and write a plot.
+
+    Fitted and checked anchors are single agents and control arms (SCIENCE.md); validation
+    is the CheckMate 067 combination and independent action for every pair of calibrated
+    single agents on the same simulated patients. ``--fit`` refits first and writes the
+    parameter file to ``--params-out`` (the shipped file only with ``--ship``).
+    """
     from immunegym._atomic import atomic_path
     from immunegym.sim import calibrate as cal
     from immunegym.sim.parameters import load_parameters
@@ -379,36 +389,57 @@ def sim_calibrate(
     params = load_parameters()
     if fit:
         params, record = cal.fit(params, n=fit_n, sweeps=sweeps, log=console.print)
-        target = params_out or cal.default_parameter_path()
+        target = cal.default_parameter_path() if ship else params_out
         cal.write_parameters(params, record, target, version)
         console.print(f"wrote {target}")
-    checks = cal.check(params, n=n, seed=seed)
-    table = Table(title=f"ImmuneSim calibration (n={n} per arm, seed {seed})")
-    for col in ("arm", "metric", "target", "simulated (95% CI)", "tolerance", "status",
-                "median PFS (d)"):
+    report = cal.check(params, n=n, seed=seed)
+
+    def range_text(c) -> str:
+        a = c.anchor
+        if a.metric.endswith("_days"):
+            return f"{a.low / cal.MONTH:.1f}-{a.high / cal.MONTH:.1f} mo"
+        return f"{a.low:.3f}-{a.high:.3f}"
+
+    def value_text(c) -> str:
+        if c.anchor.metric.endswith("_days"):
+            return f"{c.simulated / cal.MONTH:.1f} mo"
+        return f"{c.simulated:.3f} ({c.ci[0]:.3f}-{c.ci[1]:.3f})"
+
+    for title, rows in (("fit (single agents and control arms)", report.anchors),
+                        ("validation (never fitted)", report.validation)):
+        table = Table(title=f"ImmuneSim calibration: {title}, n={n} per arm, seed {seed}")
+        for col in ("arm", "metric", "target", "accepted", "simulated (95% CI)", "fitted by",
+                    "status"):
+            table.add_column(col)
+        for c in rows:
+            target = (f"{c.anchor.target / cal.MONTH:.1f} mo"
+                      if c.anchor.metric.endswith("_days") else f"{c.anchor.target:.3f}")
+            table.add_row(c.anchor.arm.trial, c.anchor.metric, target, range_text(c),
+                          value_text(c), c.anchor.parameter or "-",
+                          "ok" if c.within else "MISS")
+        console.print(table)
+    table = Table(title="Independent action on the same patients (combination ORR in "
+                  f"[IA - {cal.IA_LOW}, IA + {cal.IA_HIGH}], <= {cal.MAX_NEITHER_SHARE:.0%} "
+                  "of its responders respond to neither drug alone)")
+    for col in ("population", "combination", "first", "second", "IA", "combination ORR",
+                "neither", "status"):
         table.add_column(col)
-    for c in checks:
-        status = ("ok" if c.within else "MISS") if c.anchor.fitted else "validation"
-        table.add_row(f"{c.anchor.cancer_type} {c.anchor.regimen}", c.anchor.metric,
-                      f"{c.anchor.target:.2f}",
-                      f"{c.simulated:.3f} ({c.ci[0]:.3f}-{c.ci[1]:.3f})",
-                      f"+-{c.anchor.tolerance:.2f}", status, cal.format_pfs(c.median_pfs_days))
+    for p in report.pairs:
+        pop = p.pair.first.cancer_type + (f" {p.pair.first.driver}" if p.pair.first.driver
+                                          else "")
+        table.add_row(pop, p.pair.combination.regimen, f"{p.first:.3f}", f"{p.second:.3f}",
+                      f"{p.independent_action:.3f}", f"{p.combination:.3f}",
+                      f"{p.neither_share:.3f}", "ok" if p.within else "MISS")
     console.print(table)
-    png = cal.plot_checks(checks, out / "immunesim_calibration.png")
+    png = cal.plot_report(report, out / "immunesim_calibration.png")
     console.print(f"wrote {png}")
     if json_path is not None:
-        payload = [{"cancer_type": c.anchor.cancer_type, "regimen": c.anchor.regimen,
-                    "metric": c.anchor.metric, "target": c.anchor.target,
-                    "simulated": c.simulated, "ci95": list(c.ci),
-                    "tolerance": c.anchor.tolerance, "fitted": c.anchor.fitted,
-                    "within": c.within, "median_pfs_days": c.median_pfs_days,
-                    "source": c.anchor.source} for c in checks]
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps({"n": n, "seed": seed, "anchors": payload}, indent=2)
-                           + "\n")
-    missed = [c.anchor.label for c in checks if c.anchor.fitted and not c.within]
+            tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    missed = report.missed + [c.anchor.label for c in report.validation if not c.within] + [
+        p.pair.combination.trial for p in report.pairs if not p.within]
     if missed:
-        console.print(f"[red]anchors outside tolerance: {missed}[/red]")
+        console.print(f"[red]outside their ranges: {missed}[/red]")
         raise typer.Exit(1)
 
 

@@ -11,6 +11,7 @@ from immunegym.data.vocab import THERAPIES
 from immunegym.env.engine import Engine, StepOutcome
 from immunegym.env.scenario import Scenario
 from immunegym.env.spaces import ActionCodec, ObservationCodec
+from immunegym.sim.toxicity import STOP_TOXICITY
 
 RENDER_MODES = ["rgb_array", "ansi"]
 
@@ -85,17 +86,29 @@ class EnvParts:
             "sod_mm": e.sod_true.cpu().numpy().astype(np.float64),
             "best_response": e.best_response().cpu().numpy(),
         }
+        tox = e.tox
+        info.update(
+            # ImmuneSim's toxicity state and protocol consequences (both simulators).
+            held=(tox.hold_until > e._day()[:, None]).cpu().numpy(),
+            discontinued=(tox.stop_reason >= STOP_TOXICITY).cpu().numpy(),
+            dose_factor=tox.dose_factor.cpu().numpy().copy(),
+            neutrophils=tox.anc.cpu().numpy().astype(np.float64),
+            toxicity_load=tox.load.cpu().numpy().astype(np.float64),
+        )
         if outcome is None:
             zeros = np.zeros(e.n)
             info.update(cost=zeros, given=np.zeros((e.n, len(THERAPIES)), np.float32),
-                        died=zeros.astype(bool), progressed=zeros.astype(bool),
-                        irae=zeros.astype(bool))
+                        died=zeros.astype(bool), treatment_death=zeros.astype(bool),
+                        progressed=zeros.astype(bool), irae=zeros.astype(bool),
+                        delayed=zeros)
         else:
             info.update(cost=outcome.cost.cpu().numpy().astype(np.float64),
                         given=outcome.given.cpu().numpy().copy(),
                         died=outcome.died.cpu().numpy().copy(),
+                        treatment_death=outcome.treatment_death.cpu().numpy().copy(),
                         progressed=outcome.progressed.cpu().numpy().copy(),
-                        irae=outcome.irae.cpu().numpy().copy())
+                        irae=outcome.irae.cpu().numpy().copy(),
+                        delayed=outcome.delayed.cpu().numpy().astype(np.float64))
         return info
 
     def record(self, reset: bool) -> None:
@@ -107,7 +120,7 @@ class EnvParts:
         self.trace.append(int(e.clinical.cycle[0]) * self.scenario.cycle_days,
                           e.comp_obs[0].cpu().numpy(), float(e.sod_true[0]),
                           float(e.sod_scan[0]), e.clinical.last_given[0].cpu().numpy(),
-                          bool(e.clinical.irae[0]), bool(e.clinical.alive[0]),
+                          bool(e.tox.irae_count[0] > 0), bool(e.clinical.alive[0]),
                           bool(e.clinical.progressed[0]))
 
 

@@ -1,12 +1,16 @@
-"""Clinical rules both simulators share: toxicity, treatment holds, dose caps, death, biopsies.
+"""Clinical rules both simulators share: the cycle's dose schedule, course caps, toxicity,
+treatment holds, delays, reductions, discontinuation, death, biopsies.
 
-The rules mirror ImmuneSim's standard schedules (:mod:`immunegym.sim.therapy`): a grade >= 3
-immune-related adverse event (irAE) holds anti-PD-1 for 42 days and stops anti-CTLA-4 for
-good; ipilimumab is capped at 4 doses, chemotherapy at 6 cycles, radiotherapy at 2 courses.
-ImmuneSim draws irAEs from its own pharmacology; the world model has none, so ImmuneWorld
-draws them from ImmuneSim's hazards at full receptor occupancy in the cycles an antibody is
-given, and tumor-related death from ImmuneSim's burden hazard applied to the predicted sum
-of diameters. Every draw comes from the generator passed in.
+Toxicity is ImmuneSim's own model (:mod:`immunegym.sim.toxicity`: Friberg neutrophils,
+graded irAEs, other grade >= 3 events, toxicity load, the protocol rules). In ImmuneSim-v0
+it runs inside ImmuneSim's daily step; in ImmuneWorld-v0 the world model has no
+pharmacology, so :class:`ToxicityCore` runs the same model from the doses given (toxicity
+depends on drug exposure and the patient, not on the tumor). Either way a cycle's dose
+levels become the same daily schedule (:func:`daily_doses`), the same rules decide what is
+actually given, and the same events hold, delay, reduce, stop or kill.
+
+Course caps are the env's own: ipilimumab at most 4 doses, chemotherapy 6 cycles,
+radiotherapy 2 courses. Every draw comes from the generator passed in.
 """
 
 from __future__ import annotations
@@ -14,124 +18,203 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from immunegym.data.vocab import THERAPIES
 from immunegym.sim.outcomes import RecistTracker
+from immunegym.sim.pk import RADIO_STANDARD_GY, Pharmacokinetics
+from immunegym.sim.therapy import STANDARD_SCHEDULES
+from immunegym.sim.toxicity import (
+    DEFAULT_RULES,
+    IRAE_RULES,
+    ProtocolRules,
+    Toxicity,
+    ToxPatients,
+    ToxState,
+)
+from immunegym.sim.tree import TensorTree
 
 PD1, CTLA4, CHEMO, RADIO, TARGETED = range(len(THERAPIES))
 
 MAX_COURSES: dict[str, float] = {"anti_ctla4": 4, "chemo": 6, "radio": 2}
 """Most cycles a therapy may be given in one episode (ipilimumab x4, platinum 4-6 cycles)."""
 
-IRAE_HOLD_DAYS = 42
-"""anti-PD-1 is held this long after a grade >= 3 irAE (ImmuneSim's ``irae_hold_days``)."""
+RADIO_FRACTIONS = len(STANDARD_SCHEDULES["radio"].days or ())
+"""A radiotherapy course: 8 Gy on each of the first three days of the cycle."""
+
+STANDARD_IRAE_RULES = np.array([IRAE_RULES.index(STANDARD_SCHEDULES[t].on_irae)
+                                for t in THERAPIES])
+"""What a grade 3 irAE does to each therapy under the standard schedules (hold)."""
+
+
+def daily_doses(levels: torch.Tensor, day: int) -> torch.Tensor:
+    """Doses scheduled on day ``day`` of a cycle of dose ``levels`` (``(n, R)``).
+
+    Antibodies and chemotherapy on day 0; radiotherapy ``8 Gy x level`` on days 0-2;
+    targeted therapy every day.
+    """
+    today = torch.zeros_like(levels)
+    if day == 0:
+        today[:, [PD1, CTLA4, CHEMO]] = levels[:, [PD1, CTLA4, CHEMO]]
+    if day < RADIO_FRACTIONS:
+        today[:, RADIO] = levels[:, RADIO] * RADIO_STANDARD_GY
+    today[:, TARGETED] = levels[:, TARGETED]
+    return today
+
+
+def cycle_levels(given_sum: torch.Tensor, cycle_days: int) -> torch.Tensor:
+    """Dose levels actually given in a cycle from the sum of its daily given doses."""
+    levels = given_sum.clone()
+    levels[:, RADIO] = given_sum[:, RADIO] / (RADIO_STANDARD_GY * RADIO_FRACTIONS)
+    levels[:, TARGETED] = given_sum[:, TARGETED] / cycle_days
+    return levels
+
+
+def open_therapies(tox: ToxState, alive: torch.Tensor, day: torch.Tensor) -> torch.Tensor:
+    """``(n, R)`` bool: alive, not stopped, and not on hold on ``day``."""
+    return alive[:, None] & ~tox.stopped & (day[:, None] >= tox.hold_until)
 
 
 @dataclass
 class ClinicalState:
-    """Per-patient treatment record of ``n`` episodes (tensors, mutated in place).
+    """Per-patient course record of ``n`` episodes (tensors, mutated in place).
 
     Attributes
     ----------
     cycle
         ``(n,)`` long, cycles completed.
-    alive, irae, progressed
-        ``(n,)`` bool: alive; a grade >= 3 irAE has occurred; RECIST progression seen.
-    hold_until
-        ``(n, R)`` long, a therapy may not be given before this cycle.
-    stopped
-        ``(n, R)`` bool, permanently discontinued.
+    alive, progressed
+        ``(n,)`` bool: alive; RECIST progression seen.
+    lesion_excluded
+        ``(n,)`` bool: a lesion was irradiated and left the RECIST target sum.
     courses
         ``(n, R)`` cycles each therapy was given.
     exposure
         ``(n, R)`` cumulative dose intensity (standard cycles).
     last_given
         ``(n, R)`` dose levels given in the last cycle.
-    irae_susceptibility
-        ``(n,)`` multiplier of the irAE hazard (the patient's).
     """
 
     cycle: torch.Tensor
     alive: torch.Tensor
-    irae: torch.Tensor
     progressed: torch.Tensor
-    hold_until: torch.Tensor
-    stopped: torch.Tensor
+    lesion_excluded: torch.Tensor
     courses: torch.Tensor
     exposure: torch.Tensor
     last_given: torch.Tensor
-    irae_susceptibility: torch.Tensor
 
     @classmethod
     def zeros(cls, n: int, device: torch.device | str) -> ClinicalState:
         r = len(THERAPIES)
-        long = {"dtype": torch.long, "device": device}
         boolean = {"dtype": torch.bool, "device": device}
-        return cls(torch.zeros(n, **long), torch.ones(n, **boolean), torch.zeros(n, **boolean),
-                   torch.zeros(n, **boolean), torch.zeros(n, r, **long),
-                   torch.zeros(n, r, **boolean), torch.zeros(n, r, device=device),
-                   torch.zeros(n, r, device=device), torch.zeros(n, r, device=device),
-                   torch.ones(n, device=device))
+        return cls(torch.zeros(n, dtype=torch.long, device=device),
+                   torch.ones(n, **boolean), torch.zeros(n, **boolean),
+                   torch.zeros(n, **boolean), torch.zeros(n, r, device=device),
+                   torch.zeros(n, r, device=device), torch.zeros(n, r, device=device))
 
-    def reset_rows(self, rows: torch.Tensor, irae_susceptibility: torch.Tensor) -> None:
+    def reset_rows(self, rows: torch.Tensor) -> None:
         """Start new episodes in ``rows``."""
         fresh = ClinicalState.zeros(len(rows), self.cycle.device)
-        fresh.irae_susceptibility = irae_susceptibility
         for f in fields(self):
             getattr(self, f.name)[rows] = getattr(fresh, f.name)
 
-    def allowed(self) -> torch.Tensor:
-        """``(n, R)`` bool: therapies that may be given this cycle."""
+    def within_caps(self) -> torch.Tensor:
+        """``(n, R)`` bool: the course caps allow the therapy this cycle."""
         caps = torch.tensor([MAX_COURSES.get(t, math.inf) for t in THERAPIES],
                             device=self.cycle.device)
-        return (self.alive[:, None] & ~self.stopped & (self.cycle[:, None] >= self.hold_until)
-                & (self.courses < caps))
+        return self.alive[:, None] & (self.courses < caps)
 
-    def record_cycle(self, given: torch.Tensor, irae_event: torch.Tensor, died: torch.Tensor,
-                     cycle_days: int) -> None:
-        """Book one cycle: doses given, irAE rules (hold anti-PD-1, stop anti-CTLA-4), death."""
+    def record_cycle(self, given: torch.Tensor, died: torch.Tensor) -> None:
+        """Book one cycle: doses given and death."""
         self.courses += (given > 0).float()
         self.exposure += given
         self.last_given = given.clone()
-        hold = math.ceil(IRAE_HOLD_DAYS / cycle_days)
-        self.hold_until[:, PD1] = torch.where(irae_event, self.cycle + 1 + hold,
-                                              self.hold_until[:, PD1])
-        self.stopped[:, CTLA4] |= irae_event
-        self.irae |= irae_event
         self.alive &= ~died
         self.cycle += 1
 
 
-def other_adverse_events(given: torch.Tensor, ae_per_cycle: dict[str, float],
-                         generator: torch.Generator) -> torch.Tensor:
-    """``(n,)`` non-immune grade >= 3 adverse events this cycle (0, 1, ...).
+@dataclass(frozen=True)
+class DrugState(TensorTree):
+    """Drug amounts on board of ``n`` patients (as in ImmuneSim's state)."""
 
-    A dose level ``x`` of a therapy with per-standard-cycle probability ``p`` gives an event
-    with probability ``1 - (1 - p)^x``.
+    antibody: torch.Tensor
+    chemo: torch.Tensor
+    targeted: torch.Tensor
+
+
+class ToxicityCore:
+    """ImmuneSim's pharmacokinetics and toxicity model for ``n`` rows, without a tumor.
+
+    ImmuneWorld-v0 steps it with the dose levels of each cycle: the same daily schedule and
+    protocol rules as ImmuneSim decide what is given, and the same events follow.
+
+    Parameters
+    ----------
+    rates
+        ImmuneSim's rates.
+    n
+        Rows.
+    cycle_days
+        Days per cycle.
+    device
+        Torch device.
+    rules
+        The protocol rules.
     """
-    p = torch.tensor([ae_per_cycle.get(t, 0.0) for t in THERAPIES], device=given.device)
-    prob = 1 - torch.pow(1 - p, given)
-    u = torch.rand(given.shape, generator=generator, device=given.device)
-    return (u < prob).float().sum(-1)
 
+    def __init__(self, rates: dict[str, float], n: int, cycle_days: int,
+                 device: torch.device | str = "cpu",
+                 rules: ProtocolRules = DEFAULT_RULES) -> None:
+        self.device = torch.device(device)
+        self.n, self.cycle_days, self.rules = n, cycle_days, rules
+        self.pk = Pharmacokinetics(rates, self.device)
+        self.toxicity = Toxicity(rates, self.device)
+        ones = torch.ones(n, device=self.device)
+        self.patients = ToxPatients(ones, rates["anc_baseline"] * ones, ones.clone(),
+                                    ones.clone())
+        self.tox = ToxState.start(self.patients)
+        self.drugs = DrugState(torch.zeros(n, 2, 2, device=self.device),
+                               torch.zeros(n, device=self.device),
+                               torch.zeros(n, device=self.device))
+        self.day = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.irae_rules = torch.as_tensor(STANDARD_IRAE_RULES, device=self.device)
 
-def model_irae(given: torch.Tensor, susceptibility: torch.Tensor, already: torch.Tensor,
-               rates: dict[str, float], cycle_days: int,
-               generator: torch.Generator) -> torch.Tensor:
-    """``(n,)`` bool: a first grade >= 3 irAE this cycle, for simulators without pharmacology.
+    def memory_bytes(self) -> int:
+        return self.tox.nbytes() + self.drugs.nbytes() + self.patients.nbytes()
 
-    ImmuneSim's daily hazard ``s (h_pd1 o_pd1 + h_ctla4 o_ctla4 + i h_ctla4 o_pd1 o_ctla4)``
-    with occupancy ``o`` = the dose level (capped at 1) in cycles the antibody is given.
-    """
-    o_pd1 = given[:, PD1].clamp(max=1.0)
-    o_ctla4 = given[:, CTLA4].clamp(max=1.0)
-    daily = susceptibility * (rates["irae_hazard_pd1"] * o_pd1
-                              + rates["irae_hazard_ctla4"] * o_ctla4
-                              + rates["irae_interaction"] * rates["irae_hazard_ctla4"]
-                              * o_pd1 * o_ctla4)
-    u = torch.rand(daily.shape, generator=generator, device=given.device)
-    return (u < -torch.expm1(-daily * cycle_days)) & ~already
+    def reset_rows(self, rows: torch.Tensor, patients: ToxPatients) -> None:
+        """Start ``rows`` untreated, with these patients' toxicity parameters."""
+        self.patients = self.patients.put(rows, patients)
+        self.tox = self.tox.put(rows, ToxState.start(patients))
+        zeros = DrugState(torch.zeros(len(rows), 2, 2, device=self.device),
+                          torch.zeros(len(rows), device=self.device),
+                          torch.zeros(len(rows), device=self.device))
+        self.drugs = self.drugs.put(rows, zeros)
+        self.day[rows] = 0
+
+    @torch.no_grad()
+    def step(self, levels: torch.Tensor, alive: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
+        """One cycle of dose ``levels`` for rows alive at its start; returns the levels
+        actually given (``(n, R)``)."""
+        given_sum = torch.zeros_like(levels)
+        rules_t = self.irae_rules.expand(self.n, -1)
+        living = alive.clone()
+        for d in range(self.cycle_days):
+            tox, given = self.toxicity.administer(self.tox, daily_doses(levels, d), self.day,
+                                                  living, self.rules)
+            drugs = self.drugs
+            antibody, chemo, targeted = self.pk.dose(drugs.antibody, drugs.chemo,
+                                                     drugs.targeted, given)
+            exposure = self.pk.exposure(antibody, chemo, targeted)
+            self.tox = self.toxicity.step(tox, self.patients, exposure, given, self.day,
+                                          living, rules_t, self.rules, generator)
+            self.drugs = DrugState(*self.pk.decay(antibody, chemo, targeted))
+            living = living & (self.tox.death_cause == 0)
+            given_sum += given
+            self.day = self.day + 1
+        return cycle_levels(given_sum, self.cycle_days)
 
 
 def tumor_cells_from_sod(sod_mm: torch.Tensor, rates: dict[str, float]) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """The batched episode logic both environments share, in torch.
 
 An :class:`Engine` runs ``n`` episodes at once over a simulator core (the world model or
-ImmuneSim): it draws patients from the bank at reset, applies the clinical rules (holds,
-caps, toxicity), takes biopsies and scans on schedule, assesses RECIST, and computes reward,
-cost and episode end. Gymnasium classes (:mod:`.vector`, :mod:`.single`) convert to and
-from numpy around it; nothing here is numpy except the bank's names.
+ImmuneSim): it draws patients from the bank at reset, applies the clinical rules (course
+caps, and ImmuneSim's toxicity model with its protocol rules: holds, delays, reductions,
+discontinuation, treatment-related death), takes biopsies and scans on schedule, assesses
+RECIST (the irradiated lesion leaves the target sum), and computes reward, cost and episode
+end. Gymnasium classes (:mod:`.vector`, :mod:`.single`) convert to and from numpy around
+it; nothing here is numpy except the bank's names.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import numpy as np
 import torch
 
 from immunegym.env.clinical import (
+    RADIO,
     ClinicalState,
+    ToxicityCore,
     biopsy,
-    measure,
     model_death,
-    model_irae,
-    other_adverse_events,
+    open_therapies,
     reset_tracker_rows,
 )
 from immunegym.env.patients import PatientBank
@@ -30,6 +32,7 @@ from immunegym.env.sim_core import SimCore
 from immunegym.env.world_core import WorldCore
 from immunegym.sim import ImmuneSim
 from immunegym.sim.outcomes import RecistTracker, sum_of_diameters
+from immunegym.sim.toxicity import IRAE_DEATH, ToxState
 
 
 @dataclass
@@ -39,11 +42,13 @@ class StepOutcome:
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
-    cost: torch.Tensor
+    cost: torch.Tensor  # grade >= 3 treatment-related adverse events this cycle
     given: torch.Tensor  # (n, R) dose levels actually given
     died: torch.Tensor
+    treatment_death: torch.Tensor
     progressed: torch.Tensor
     irae: torch.Tensor
+    delayed: torch.Tensor  # chemotherapy doses delayed this cycle
     sod_mm: torch.Tensor
 
 
@@ -88,6 +93,7 @@ class Engine:
         self.imaging_cv = scenario.imaging_cv if observation_noise else 0.0
         self.sim = ImmuneSim(device=self.device)
         self.rates = self.sim.params.rates
+        self.lesion_keep = (1 - self.rates["radio_field_fraction"]) ** (1 / 3)
         if simulator == "world" and model is None:
             from immunegym.world_model import load
 
@@ -110,9 +116,12 @@ class Engine:
             options = {"max_sod_mm": capacity, **(world_options or {})}
             self.core: WorldCore | SimCore = WorldCore(
                 model, n, scenario.horizon, scenario.cycle_days, **options)
+            self.tox_core: ToxicityCore | None = ToxicityCore(
+                self.rates, n, scenario.cycle_days, self.device)
         else:
             self.core = SimCore(self.sim, bank.sim_patients, bank.sim_state, n,
                                 scenario.cycle_days)
+            self.tox_core = None
         k, g = bank.composition.shape[1], bank.programs.shape[2]
         z = {"device": self.device}
         self.clinical = ClinicalState.zeros(n, self.device)
@@ -122,6 +131,7 @@ class Engine:
         self.programs_obs = torch.zeros(n, g, **z)
         self.programs_observed = torch.zeros(n, **z)
         self.sod_true = torch.zeros(n, **z)
+        self.sod_target = torch.zeros(n, **z)
         self.sod_scan = torch.zeros(n, **z)
         self.sod_baseline = torch.zeros(n, **z)
         self.biopsy_cycle = torch.zeros(n, dtype=torch.long, **z)
@@ -129,6 +139,19 @@ class Engine:
     def seed(self, seed: int) -> None:
         """Re-seed the engine's generator."""
         self.generator.manual_seed(int(seed))
+
+    @property
+    def tox(self) -> ToxState:
+        """Every row's toxicity and treatment-administration state."""
+        if self.tox_core is not None:
+            return self.tox_core.tox
+        return self.core.state.tox
+
+    def _day(self) -> torch.Tensor:
+        """``(n,)`` days since each row's baseline."""
+        if self.tox_core is not None:
+            return self.tox_core.day
+        return self.core.state.day
 
     # ------------------------------------------------------------------ reset
     def reset_rows(self, rows: torch.Tensor, patients: torch.Tensor | None = None) -> None:
@@ -144,7 +167,7 @@ class Engine:
         comp = b.composition[patients]
         sod = b.sod_mm[patients]
         observed = biopsy(comp, self.cells, g)
-        scanned = measure(sod, self.imaging_cv, g)
+        scanned = sod * self._noise(len(rows))
         self.comp_obs[rows] = observed
         mask = b.program_mask[patients]
         weight = observed * mask
@@ -154,44 +177,72 @@ class Engine:
             / total.clamp_min(1e-12), torch.zeros_like(self.programs_obs[rows]))
         self.programs_observed[rows] = (total[:, 0] > 0).float()
         self.sod_true[rows] = sod
+        self.sod_target[rows] = sod
         self.sod_scan[rows] = scanned
         self.sod_baseline[rows] = scanned
         self.biopsy_cycle[rows] = 0
-        self.clinical.reset_rows(rows, b.irae_susceptibility[patients])
+        self.clinical.reset_rows(rows)
         reset_tracker_rows(self.tracker, rows, scanned)
         if isinstance(self.core, WorldCore):
             names = b.cancer_type[patients.cpu().numpy()].tolist()
             # The model starts from what the lab saw: the biopsy and the scan.
             self.core.reset_rows(rows, observed, scanned, b.programs[patients], mask, names, g)
+            self.tox_core.reset_rows(rows, b.tox.index(patients))
         else:
             self.core.reset_rows(rows, patients)
 
     # ------------------------------------------------------------------ step
     def allowed(self) -> torch.Tensor:
-        """``(n, R)`` therapies the clinical rules allow this cycle."""
-        return self.clinical.allowed()
+        """``(n, R)`` therapies the course caps and the toxicity rules allow this cycle."""
+        clin = self.clinical
+        return clin.within_caps() & open_therapies(self.tox, clin.alive, self._day())
+
+    def _noise(self, n: int) -> torch.Tensor:
+        """Multiplicative imaging noise of one reading per row (ImmuneSim's law)."""
+        if self.imaging_cv == 0:
+            return torch.ones(n, device=self.device)
+        z = torch.randn(n, generator=self.generator, device=self.device)
+        return torch.exp(self.imaging_cv * z)
 
     def step(self, levels: torch.Tensor) -> StepOutcome:
         """One cycle for every row under dose ``levels`` (``(n, R)``, standard cycles).
 
-        Therapies the rules forbid are withheld (``StepOutcome.given`` says what was given).
+        Therapies the rules forbid are withheld and the protocol may delay or reduce a dose
+        (``StepOutcome.given`` says what was given).
         """
         sc, g, clin = self.scenario, self.generator, self.clinical
-        given = levels.to(self.device, torch.float32) * self.allowed().float()
+        requested = levels.to(self.device, torch.float32) * self.allowed().float()
         alive_before = clin.alive.clone()
+        tox0 = self.tox
+        ae0, irae0, delays0 = tox0.ae_count.clone(), tox0.irae_count.clone(), tox0.delays.clone()
         sod_before = self.sod_true.clone()
         if isinstance(self.core, WorldCore):
+            given = self.tox_core.step(requested, alive_before, g)
             comp, sod = self.core.step(given, g)
-            irae = model_irae(given, clin.irae_susceptibility, clin.irae, self.rates,
-                              sc.cycle_days, g)
-            died = model_death(sod, self.rates, sc.cycle_days, g)
+            new_lesion = (given[:, RADIO] > 0) & ~clin.lesion_excluded
+            excluded = clin.lesion_excluded | new_lesion
+            target = torch.where(excluded, sod * self.lesion_keep, sod)
+            treatment_death = self.tox.death_cause >= IRAE_DEATH
+            died = model_death(sod, self.rates, sc.cycle_days, g) | treatment_death
         else:
-            comp, sod, died, irae = self.core.step(given, g)
+            out = self.core.step(requested, g)
+            comp, sod, target, given, new_lesion = (out.composition, out.sod_mm,
+                                                    out.target_sod_mm, out.given,
+                                                    out.new_lesion)
+            died = ~self.core.state.alive
+            treatment_death = self.tox.death_cause >= IRAE_DEATH
+        tox = self.tox
         died &= alive_before
-        irae &= alive_before
-        cost = irae.float() + other_adverse_events(given, sc.ae_per_cycle, g)
-        clin.record_cycle(given, irae, died, sc.cycle_days)
+        treatment_death &= died
+        cost = ((tox.ae_count - ae0) * alive_before).float()
+        irae = (tox.irae_count > irae0) & alive_before
+        delayed = ((tox.delays - delays0) * alive_before).float()
+        clin.record_cycle(given, died)
+        new_lesion &= alive_before
+        clin.lesion_excluded |= new_lesion
+        self.tracker.exclude(new_lesion, self.lesion_keep)
         self.sod_true = torch.where(alive_before, sod, self.sod_true)
+        self.sod_target = torch.where(alive_before, target, self.sod_target)
         # Biopsies and scans on schedule, for patients alive at the end of the cycle.
         alive = clin.alive
         take = alive & (clin.cycle % sc.biopsy_every == 0)
@@ -202,9 +253,11 @@ class Engine:
         scan = alive & (clin.cycle % sc.scan_every == 0)
         newly = torch.zeros_like(scan)
         if bool(scan.any()):
-            reading = measure(self.sod_true, self.imaging_cv, g)
-            self.sod_scan = torch.where(scan, reading, self.sod_scan)
-            newly = self.tracker.update(scan, reading, clin.cycle * sc.cycle_days)
+            # One reading: every lesion for the record, the target lesions for RECIST.
+            noise = self._noise(self.n)
+            self.sod_scan = torch.where(scan, self.sod_true * noise, self.sod_scan)
+            newly = self.tracker.update(scan, self.sod_target * noise,
+                                        clin.cycle * sc.cycle_days)
             clin.progressed |= newly
         w = sc.reward
         shrink = torch.log1p(sod_before) - torch.log1p(self.sod_true)
@@ -213,8 +266,8 @@ class Engine:
                   - w.toxicity * cost)
         terminated = died | (newly & sc.terminate_on_progression)
         truncated = (clin.cycle >= sc.horizon) & ~terminated
-        return StepOutcome(reward, terminated, truncated, cost, given, died, newly, irae,
-                           self.sod_true.clone())
+        return StepOutcome(reward, terminated, truncated, cost, given, died, treatment_death,
+                           newly, irae, delayed, self.sod_true.clone())
 
     # ------------------------------------------------------------------ observation
     def observation_parts(self) -> dict[str, torch.Tensor]:
@@ -231,7 +284,7 @@ class Engine:
             "biopsy_age": (clin.cycle - self.biopsy_cycle).float() / sc.horizon,
             "last_therapy": clin.last_given,
             "exposure": clin.exposure,
-            "irae": clin.irae.float(),
+            "irae": (self.tox.irae_count > 0).float(),
         }
 
     def best_response(self) -> torch.Tensor:
@@ -261,6 +314,6 @@ def _scenario_bank(scenario: Scenario, simulator: str, model, device) -> Patient
         rows = torch.as_tensor(np.flatnonzero(keep), device=device)
         bank = PatientBank(bank.cancer_type[keep], bank.composition[rows], bank.sod_mm[rows],
                            bank.programs[rows], bank.program_mask[rows],
-                           bank.irae_susceptibility[rows], bank.patient_id[keep])
+                           bank.tox.index(rows), bank.patient_id[keep])
     return bank
 

@@ -1,8 +1,9 @@
 """Virtual patients an episode can start from: a bank drawn once, picked at every reset.
 
 A :class:`PatientBank` holds each patient's baseline: the true composition of the tumor at
-day 0, its sum of diameters, program scores where a lab measured them, and irAE
-susceptibility. Banks come from ImmuneSim (:meth:`PatientBank.from_sim`, which also keeps
+day 0, its sum of diameters, program scores where a lab measured them, and the toxicity
+parameters of ImmuneSim's toxicity model (irAE susceptibility, baseline neutrophils, marrow
+sensitivity, frailty). Banks come from ImmuneSim (:meth:`PatientBank.from_sim`, which also keeps
 the hidden state so ImmuneSim-v0 can continue the same patient) or from a cohort's first
 biopsies (:meth:`PatientBank.from_anndata`: digital twins of real or generated patients,
 for ImmuneWorld-v0). Drawing the bank once keeps resets cheap: ImmuneSim's 120-day burn-in
@@ -19,6 +20,7 @@ import torch
 from immunegym.sim import ImmuneSim
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.state import Patients, SimState
+from immunegym.sim.toxicity import ToxPatients, sample_tox_patients
 
 
 @dataclass
@@ -35,8 +37,8 @@ class PatientBank:
         ``(N,)`` baseline sum of target-lesion diameters (mm).
     programs, program_mask
         ``(N, K, G)`` program scores and ``(N, K)`` where they were measured.
-    irae_susceptibility
-        ``(N,)`` multiplier of the irAE hazard.
+    tox
+        ``(N,)`` toxicity parameters (:class:`~immunegym.sim.toxicity.ToxPatients`).
     patient_id
         ``(N,)`` identifiers (numpy strings).
     sim_patients, sim_state
@@ -48,7 +50,7 @@ class PatientBank:
     sod_mm: torch.Tensor
     programs: torch.Tensor
     program_mask: torch.Tensor
-    irae_susceptibility: torch.Tensor
+    tox: ToxPatients
     patient_id: np.ndarray
     sim_patients: Patients | None = None
     sim_state: SimState | None = None
@@ -96,7 +98,7 @@ class PatientBank:
             cancer_type=names, composition=composition, sod_mm=sod,
             programs=torch.zeros(n, k, n_programs, device=sim.device),
             program_mask=torch.zeros(n, k, dtype=torch.bool, device=sim.device),
-            irae_susceptibility=patients.irae_susceptibility.clone(),
+            tox=patients.toxicity,
             patient_id=np.array([f"sim-{seed}-{i}" for i in range(n)]),
             sim_patients=patients, sim_state=state)
 
@@ -114,7 +116,8 @@ class PatientBank:
             ``(K,)`` split of coarse labels over their leaves (the world model's leaf prior);
             even when ``None``.
         seed
-            Seed of the irAE susceptibilities (log-normal, as ImmuneSim draws them).
+            Seed of the toxicity parameters (drawn as ImmuneSim draws them: nobody measured
+            them).
         """
         from immunegym.sim.parameters import load_parameters
         from immunegym.world_model.batching import split_blocks
@@ -145,16 +148,14 @@ class PatientBank:
         has_scan = tl.burden_observed.any(1)
         fallback = sod[has_scan].median() if bool(has_scan.any()) else torch.tensor(70.0)
         sod = torch.where(has_scan, sod, fallback)
-        rng = np.random.default_rng(seed)
-        cv = load_parameters().rates["irae_susceptibility_cv"]
-        sigma = np.sqrt(np.log1p(cv**2))
-        suscept = rng.lognormal(-0.5 * sigma**2, sigma, len(tl))
+        generator = torch.Generator().manual_seed(int(seed))
+        tox = sample_tox_patients(load_parameters().rates, len(tl), generator)
         return cls(
             cancer_type=tl.patients["cancer_type"].astype(str).to_numpy(),
             composition=composition.to(device), sod_mm=sod.to(device),
             programs=tl.program_scores[rows, first].to(device),
             program_mask=tl.program_mask[rows, first].to(device),
-            irae_susceptibility=torch.as_tensor(suscept, dtype=torch.float32, device=device),
+            tox=tox.to(device),
             patient_id=tl.patients["patient_id"].astype(str).to_numpy())
 
     def to(self, device: str | torch.device) -> PatientBank:
@@ -162,7 +163,7 @@ class PatientBank:
         return PatientBank(
             self.cancer_type, self.composition.to(device), self.sod_mm.to(device),
             self.programs.to(device), self.program_mask.to(device),
-            self.irae_susceptibility.to(device), self.patient_id,
+            self.tox.to(device), self.patient_id,
             None if self.sim_patients is None else self.sim_patients.to(device),
             None if self.sim_state is None else self.sim_state.to(device))
 

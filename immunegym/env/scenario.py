@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from immunegym.data.vocab import THERAPIES
+from immunegym.sim.pk import RADIO_STANDARD_GY
+from immunegym.sim.therapy import MAX_DOSE
 
 ACTION_TYPES: tuple[str, ...] = ("multidiscrete", "multibinary", "menu")
 OBSERVATION_TYPES: tuple[str, ...] = ("flat", "dict")
@@ -94,9 +96,6 @@ class Scenario:
         coefficient of variation) and schedule (every this many cycles).
     reward
         :class:`RewardWeights`.
-    ae_per_cycle
-        Therapy -> probability of a non-immune grade >= 3 adverse event per standard cycle
-        (chemotherapy myelosuppression etc.); counted in ``info["cost"]`` in both simulators.
     """
 
     cancer_types: dict[str, float] = field(default_factory=dict)
@@ -115,12 +114,6 @@ class Scenario:
     biopsy_every: int = 1
     scan_every: int = 2
     reward: RewardWeights = field(default_factory=RewardWeights)
-    ae_per_cycle: dict[str, float] = field(default_factory=lambda: {
-        # Platinum doublet: ~40% grade >= 3 over 4 cycles (KEYNOTE-024 chemo arm: 53%
-        # treatment-related grade 3-5 over 4-6 cycles); SBRT: ~5% per course; BRAF/MEK
-        # inhibitors: ~50% over a year of daily dosing (COMBI-d), ~0.04 per cycle.
-        "chemo": 0.12, "radio": 0.05, "targeted": 0.04,
-    })
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, expected: str) -> ValueError:
@@ -152,6 +145,11 @@ class Scenario:
         if (len(levels) < 2 or levels[0] != 0 or any(not math.isfinite(v) or v < 0 for v in levels)
                 or list(levels) != sorted(set(levels))):
             raise bad("dose_levels", levels, "increasing non-negative levels starting at 0")
+        # A level applies to every therapy, so the lowest per-therapy maximum bounds it.
+        top = min(MAX_DOSE[t] / (RADIO_STANDARD_GY if t == "radio" else 1.0) for t in THERAPIES)
+        if levels[-1] > top:
+            raise bad("dose_levels", levels, f"levels <= {top:g} x the standard dose (the "
+                      "allowed maximum of chemotherapy; see immunegym.sim.therapy.MAX_DOSE)")
         if not self.menu:
             raise bad("menu", self.menu, "at least one regimen")
         for regimen in self.menu:
@@ -172,11 +170,6 @@ class Scenario:
         if any(not (isinstance(w, (int, float)) and w >= 0) for w in weights.values()) or (
                 weights and sum(weights.values()) <= 0):
             raise bad("cancer_types", weights, "non-negative weights with a positive sum")
-        for therapy, p in self.ae_per_cycle.items():
-            if therapy not in THERAPIES:
-                raise bad("ae_per_cycle", therapy, f"a therapy from {list(THERAPIES)}")
-            if not 0 <= p <= 1:
-                raise bad(f"ae_per_cycle[{therapy!r}]", p, "a probability in [0, 1]")
         if not isinstance(self.reward, RewardWeights):
             raise bad("reward", self.reward, "RewardWeights (or a table of its fields)")
 
@@ -217,7 +210,6 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "observation": {"type": "observation_type", "biopsy_cells": "biopsy_cells",
                     "imaging_cv": "imaging_cv", "biopsy_every": "biopsy_every",
                     "scan_every": "scan_every"},
-    "toxicity": {"ae_per_cycle": "ae_per_cycle"},
 }
 
 

@@ -1,28 +1,35 @@
 """ImmuneSim-v0's batched simulator: the mechanistic ground truth stepped one cycle at a time.
 
-A cycle's dose levels become a daily calendar (antibodies and chemotherapy on day 0,
-radiotherapy 8 Gy x level on days 0-2, targeted therapy every day) and ImmuneSim's pure
-daily step (:meth:`immunegym.sim.dynamics.Dynamics.step`) runs ``cycle_days`` times for
-every row at once. irAEs and tumor-related death come from ImmuneSim's own pharmacology and
-burden hazard.
+A cycle's dose levels become the daily schedule of :func:`~.clinical.daily_doses`
+(antibodies and chemotherapy on day 0, radiotherapy 8 Gy x level on days 0-2, targeted
+therapy every day) and ImmuneSim's pure daily step
+(:meth:`immunegym.sim.dynamics.Dynamics.step`) runs ``cycle_days`` times for every row at
+once. Toxicity, the protocol rules (holds, delays, reductions, stops) and death come from
+ImmuneSim's own model inside that step.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import dataclass
 
 import torch
 
-from immunegym.data.vocab import THERAPIES
+from immunegym.env.clinical import STANDARD_IRAE_RULES, cycle_levels, daily_doses
 from immunegym.sim import ImmuneSim
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.state import Patients, SimState
-from immunegym.sim.therapy import STANDARD_SCHEDULES
+from immunegym.sim.toxicity import DEFAULT_RULES, ProtocolRules
 
-_RADIO = THERAPIES.index("radio")
-_TARGETED = THERAPIES.index("targeted")
-_RADIO_DAYS = len(STANDARD_SCHEDULES["radio"].days or ())
-_RADIO_GY = STANDARD_SCHEDULES["radio"].dose
+
+@dataclass
+class CycleOutcome:
+    """What one cycle did to every row (tensors ``(n,)`` unless noted)."""
+
+    composition: torch.Tensor  # (n, K) true composition
+    sod_mm: torch.Tensor       # true sum of diameters of every lesion
+    target_sod_mm: torch.Tensor  # without the irradiated lesion (the RECIST target sum)
+    given: torch.Tensor        # (n, R) dose levels actually given
+    new_lesion: torch.Tensor   # a lesion was irradiated for the first time
 
 
 class SimCore:
@@ -39,65 +46,43 @@ class SimCore:
         Rows.
     cycle_days
         Days per step.
+    rules
+        The protocol rules.
     """
 
     def __init__(self, sim: ImmuneSim, bank_patients: Patients, bank_state: SimState, n: int,
-                 cycle_days: int) -> None:
+                 cycle_days: int, rules: ProtocolRules = DEFAULT_RULES) -> None:
         self.sim = sim
         self.device = sim.device
-        self.n, self.cycle_days = n, cycle_days
+        self.n, self.cycle_days, self.rules = n, cycle_days, rules
         self.bank_patients, self.bank_state = bank_patients, bank_state
         first = torch.zeros(n, dtype=torch.long, device=self.device)
         self.patients = bank_patients.index(first)
         self.state = bank_state.index(first)
-        # Standard irAE rules (anti-PD-1 hold, anti-CTLA-4 stop), as the env's action mask.
-        self.rules = torch.tensor([1, 2, 0, 0, 0], dtype=torch.long, device=self.device)
+        self.irae_rules = torch.as_tensor(STANDARD_IRAE_RULES, device=self.device)
 
     def memory_bytes(self) -> int:
-        trees = (self.patients, self.state)
-        return sum(getattr(t, f.name).numel() * getattr(t, f.name).element_size()
-                   for t in trees for f in fields(t))
+        return self.patients.nbytes() + self.state.nbytes()
 
     def reset_rows(self, rows: torch.Tensor, bank_rows: torch.Tensor) -> None:
         """Start ``rows`` at day 0 of bank patients ``bank_rows``."""
-        self.patients = _put(self.patients, rows, self.bank_patients.index(bank_rows))
-        self.state = _put(self.state, rows, self.bank_state.index(bank_rows))
+        self.patients = self.patients.put(rows, self.bank_patients.index(bank_rows))
+        self.state = self.state.put(rows, self.bank_state.index(bank_rows))
 
     @torch.no_grad()
-    def step(self, dose: torch.Tensor, generator: torch.Generator
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Advance every row one cycle under dose levels ``(n, R)``.
-
-        Returns the true composition ``(n, K)``, true sum of diameters ``(n,)`` in mm, and
-        ``(n,)`` bools: died this cycle, first grade >= 3 irAE this cycle.
-        """
+    def step(self, levels: torch.Tensor, generator: torch.Generator) -> CycleOutcome:
+        """Advance every row one cycle under dose ``levels`` (``(n, R)``)."""
         dynamics = self.sim.dynamics
-        alive0, irae0 = self.state.alive.clone(), self.state.irae.clone()
-        day0 = dose.clone()
-        day0[:, _RADIO] = dose[:, _RADIO] * _RADIO_GY
-        radio_only = torch.zeros_like(dose)
-        radio_only[:, _RADIO] = dose[:, _RADIO] * _RADIO_GY
-        targeted_only = torch.zeros_like(dose)
-        targeted_only[:, _TARGETED] = dose[:, _TARGETED]
         state = self.state
+        lesion_before = state.field_share > 0
+        given = torch.zeros_like(levels)
         for d in range(self.cycle_days):
-            if d == 0:
-                today = day0
-            elif d < _RADIO_DAYS:
-                today = radio_only + targeted_only
-            else:
-                today = targeted_only
-            state = dynamics.step(state, self.patients, today, generator, self.rules)
+            state = dynamics.step(state, self.patients, daily_doses(levels, d), generator,
+                                  self.irae_rules, rules=self.rules)
+            given += state.given
         self.state = state
-        sod = sum_of_diameters(state.tumor, self.sim.params.rates)
-        return (state.composition(), sod, alive0 & ~state.alive, state.irae & ~irae0)
-
-
-def _put(tree, rows: torch.Tensor, values):
-    """``tree`` with ``rows`` replaced by ``values`` (new tensors; the bank is untouched)."""
-    out = {}
-    for f in fields(tree):
-        t = getattr(tree, f.name).clone()
-        t[rows] = getattr(values, f.name)
-        out[f.name] = t
-    return replace(tree, **out)
+        rates = self.sim.params.rates
+        return CycleOutcome(state.composition(), sum_of_diameters(state.tumor, rates),
+                            sum_of_diameters(state.target_tumor, rates),
+                            cycle_levels(given, self.cycle_days),
+                            ~lesion_before & (state.field_share > 0))

@@ -37,10 +37,18 @@ class ImmuneWorldEnv(gym.Env):
       anti_ctla4, anti_pd1+anti_ctla4, chemo, chemo+anti_pd1, radio, radio+anti_pd1,
       targeted, targeted+anti_pd1).
 
-    ``info["action_mask"]`` (the action's shape) marks what the toxicity rules allow: after
-    a grade >= 3 irAE anti-PD-1 is held 42 days and anti-CTLA-4 stopped; ipilimumab is
-    capped at 4 doses, chemotherapy at 6 cycles, radiotherapy at 2 courses. A forbidden
-    therapy is withheld, not an error; ``info["given"]`` says what was given.
+    ``info["action_mask"]`` (the action's shape) marks what the course caps and the
+    protocol rules of ImmuneSim's toxicity model allow (:mod:`immunegym.sim.toxicity`, the
+    same rules in both simulators): a grade 3 immune-related adverse event (irAE) holds
+    checkpoint inhibitors 42 days, a grade 4, recurrent or organ-limited one stops them for
+    good; chemotherapy waits for neutrophils >= 1.5 x 1e9/L (re-checked weekly), is reduced
+    by 25% after febrile neutropenia, prolonged grade 4 neutropenia or its own grade >= 3
+    event and stopped after two reductions; targeted therapy is held and reduced after its
+    own events; a patient whose toxicity load reaches 2 overlapping severe events is unfit
+    for any further treatment. Ipilimumab is capped at 4 doses, chemotherapy at 6 cycles,
+    radiotherapy at 2 courses. Doses above the standard add toxicity, not efficacy
+    (checkpoint occupancy saturates). A forbidden therapy is withheld, not an error;
+    ``info["given"]`` says what was actually given (delayed or reduced doses included).
 
     ## Observation space
     ``Box(44,)`` float32 (``observation_type="flat"``), or a ``Dict`` of the same fields
@@ -71,9 +79,12 @@ class ImmuneWorldEnv(gym.Env):
         - progression * RECIST progression             (1.0)
         - toxicity * cost                              (0.0: cost is reported apart)
 
-    ``info["cost"]`` counts grade >= 3 adverse events this cycle: irAEs (ImmuneSim's
-    hazards) and non-immune events of chemotherapy, radiotherapy and targeted therapy
-    (``Scenario.ae_per_cycle``), for constrained RL.
+    ``info["cost"]`` counts grade >= 3 treatment-related adverse events this cycle (irAEs,
+    grade 3-4 neutropenia, febrile neutropenia, non-immune events of chemotherapy,
+    radiotherapy and targeted therapy), for constrained RL. ``info`` also has ``irae``,
+    ``delayed`` (chemotherapy doses delayed this cycle), ``held`` and ``discontinued`` (per
+    therapy), ``dose_factor`` (per therapy, after reductions), ``neutrophils`` (x 1e9/L),
+    ``toxicity_load``, ``died`` and ``treatment_death``.
 
     ## Starting state
     A patient drawn uniformly from a bank of ``bank_size`` (512) ImmuneSim virtual patients
@@ -82,10 +93,11 @@ class ImmuneWorldEnv(gym.Env):
     id_or_row})`` pins one.
 
     ## Episode end
-    Terminated on death (ImmuneSim's tumor-burden hazard applied to the SOD) or at RECIST
-    1.1 progression (SOD up >= 20% and >= 5 mm over the nadir at a scan;
-    ``terminate_on_progression=False`` keeps going). Truncated after ``horizon`` (16)
-    cycles.
+    Terminated on death (ImmuneSim's tumor-burden hazard applied to the SOD, or a
+    treatment-related death: fatal irAE, febrile neutropenia, overlapping toxicities) or at
+    RECIST 1.1 progression (target-lesion SOD up >= 20% and >= 5 mm over the nadir at a
+    scan; an irradiated lesion leaves the target sum; ``terminate_on_progression=False``
+    keeps going). Truncated after ``horizon`` (16) cycles.
 
     ## Arguments
     ``gym.make("ImmuneWorld-v0", render_mode=None, device="cpu", model=None, bank=None,

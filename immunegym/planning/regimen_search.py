@@ -382,14 +382,14 @@ def search(history, budget: int = 256, *, patients: Sequence[str] | None = None,
 def _search_rows(bank, rows: np.ndarray, model, *, method: str, budget: int, scenario,
                  top_k: int, n_samples: int | None, seed: int, device: str) -> SearchResult:
     """Search for bank ``rows`` in one process (a Ray task when fanned out)."""
-    import torch
-
     from immunegym.env.spaces import ActionCodec
     from immunegym.planning.regimen import STANDARD_OF_CARE, standard_of_care
     from immunegym.planning.scoring import EngineScorer
+    from immunegym.sim.parameters import load_parameters
+    from immunegym.sim.toxicity import typical_tox_patients
 
-    # The planner does not know how prone a patient is to irAEs: the population mean.
-    bank.irae_susceptibility = torch.ones_like(bank.irae_susceptibility)
+    # The planner does not know how prone a patient is to toxicity: the population typical.
+    bank.tox = typical_tox_patients(load_parameters().rates, len(bank), bank.sod_mm.device)
     scorer = EngineScorer("world", scenario, bank, model=model, n_samples=n_samples,
                           seed=seed, device=device)
     h = scenario.horizon

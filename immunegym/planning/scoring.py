@@ -21,6 +21,8 @@ import torch
 from immunegym.env.engine import Engine
 from immunegym.env.patients import PatientBank
 from immunegym.env.scenario import Scenario
+from immunegym.sim.parameters import load_parameters
+from immunegym.sim.toxicity import typical_tox_patients
 
 
 class EngineScorer:
@@ -117,8 +119,9 @@ def belief_bank(cancer_type: np.ndarray, composition: np.ndarray, sod_mm: np.nda
                 device: str = "cpu") -> PatientBank:
     """A bank of what the clinic observed at baseline (biopsy fractions, scanned SOD).
 
-    This is the planner's belief about its patients: no hidden state, and an average irAE
-    susceptibility (1.0, the mean of ImmuneSim's log-normal) since nobody measures it.
+    This is the planner's belief about its patients: no hidden state, and population-typical
+    toxicity parameters (:func:`~immunegym.sim.toxicity.typical_tox_patients`) since nobody
+    measures them.
     """
     comp = torch.as_tensor(np.asarray(composition, dtype=np.float32), device=device)
     n, k = comp.shape
@@ -127,7 +130,7 @@ def belief_bank(cancer_type: np.ndarray, composition: np.ndarray, sod_mm: np.nda
         sod_mm=torch.as_tensor(np.asarray(sod_mm, dtype=np.float32), device=device),
         programs=torch.zeros(n, k, n_programs, device=device),
         program_mask=torch.zeros(n, k, dtype=torch.bool, device=device),
-        irae_susceptibility=torch.ones(n, device=device),
+        tox=typical_tox_patients(load_parameters().rates, n, device),
         patient_id=np.asarray(patient_id).astype(str))
 
 

@@ -1,33 +1,100 @@
 """Calibration of ImmuneSim to clinical anchors, and the report that checks it.
 
-Fitted (SCIENCE.md, monotherapy only): objective response rates of the standard schedules per
-cancer type, and the grade >= 3 irAE rates of anti-PD-1 and anti-CTLA-4. Each anchor has one
-parameter it mainly moves (a cancer type's antigenicity, melanoma's anti-CTLA-4 depletion
-efficiency, nsclc_pdl1_high's chemotherapy sensitivity, the two irAE hazards); the
-parameters are fitted jointly in log space by :func:`scipy.optimize.least_squares` (trust
-region, finite differences with the known sparsity of the anchor/parameter dependence, so a
-Jacobian costs three simulations), with common random numbers (fixed seeds) so the objective
-is a deterministic function of the parameters.
+Fitted (SCIENCE.md, single agents and control arms only): objective response rates, grade
+>= 3 treatment-related adverse events, discontinuation for toxicity, fatal irAEs and
+chemotherapy myelosuppression, each with the trial arm it comes from (cancer type, regimen,
+driver selection, the trial's scan schedule). Each fitted anchor has one parameter it mainly
+moves (a cancer type's antigenicity for its anti-PD-1 response rate, melanoma's anti-CTLA-4
+depletion efficiency, chemotherapy and targeted sensitivities, toxicity hazards); the fit
+sweeps the anchors in order and solves each by Brent's method in log space, with common
+random numbers (fixed seeds) so every objective is a deterministic function of its
+parameter.
 
-Combination arms are *validation*: they are simulated and reported next to published
-figures, never fitted.
+Checked, not fitted: figures of the same arms that no parameter targets (median PFS, time
+to response, toxicity in other trials); they must lie in their acceptance range too.
+
+Validation, never fitted: combination arms (CheckMate 067 nivolumab + ipilimumab), and
+independent action (IA, Palmer & Sorger 2017) for every pair of calibrated single agents
+given to the same simulated patients: the combination's response rate should lie in
+[IA - 0.03, IA + 0.08] and at most 15% of its responders should respond to neither drug
+alone.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 from scipy.optimize import brentq
 
 from immunegym._atomic import atomic_path
 from immunegym.sim.parameters import PARAMETER_FILE, ParameterSet, load_parameters
-from immunegym.sim.simulator import TRIAL_IMAGING, ImmuneSim
+from immunegym.sim.simulator import ImagingSchedule, ImmuneSim
+from immunegym.sim.therapy import Regimen, TherapySchedule, parse_regimen
 from immunegym.sim.trial import FOLLOW_UP_DAYS, TrialResult, summarize
+
+MONTH = 365.25 / 12
+
+# Trial scan schedules (first assessment, then the interval).
+CHECKMATE_067 = ImagingSchedule((42, 42), (84, 84), 364, first_scan_day=84)
+"""CheckMate 067: week 12, then every 6 weeks for a year, then every 12 weeks."""
+EVERY_9_WEEKS = ImagingSchedule((63, 63), (63, 63), 10**6)
+"""KEYNOTE-024 / KEYNOTE-177: every 9 weeks."""
+CHECKMATE_017 = ImagingSchedule((42, 42), (42, 42), 10**6, first_scan_day=63)
+"""CheckMate 017: week 9, then every 6 weeks."""
+CHECKMATE_214 = ImagingSchedule((42, 42), (84, 84), 364, first_scan_day=84)
+"""CheckMate 214: week 12, then every 6 weeks."""
+TARGETED_TRIAL = ImagingSchedule((56, 56), (56, 56), 10**6)
+"""Targeted-therapy trials (COMBI-v, FLAURA, BLC2001, ...): about every 8 weeks."""
+
+
+def _until_progression(therapy: str, interval_days: int = 21) -> TherapySchedule:
+    base = parse_regimen(therapy).schedules[0]
+    return replace(base, interval_days=interval_days, n_doses=100)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trial arm: who is treated, with what, and how they are scanned.
+
+    Attributes
+    ----------
+    trial
+        Trial and arm name, e.g. ``"CheckMate 067 nivolumab"``.
+    cancer_type
+        Cancer-type id.
+    regimen
+        Regimen text in the package grammar (standard schedules), e.g. ``"anti_pd1"``.
+    schedules
+        Schedules that replace the standard ones (e.g. chemotherapy until progression).
+    driver
+        Driver selection (:func:`~immunegym.sim.patients.sample_patients`).
+    imaging
+        The trial's scan schedule.
+    """
+
+    trial: str
+    cancer_type: str
+    regimen: str
+    schedules: tuple[TherapySchedule, ...] = ()
+    driver: str | None = None
+    imaging: ImagingSchedule = field(default_factory=ImagingSchedule)
+
+    def build(self) -> Regimen:
+        """The :class:`Regimen` this arm gives."""
+        base = parse_regimen(self.regimen)
+        custom = {s.therapy: s for s in self.schedules}
+        schedules = tuple(custom.get(s.therapy, s) for s in base.schedules)
+        return Regimen(schedules, base.name)
+
+    @property
+    def population(self) -> tuple[str, str | None]:
+        """Arms with the same population are given to the same simulated patients."""
+        return (self.cancer_type, self.driver)
 
 
 @dataclass(frozen=True)
@@ -36,26 +103,27 @@ class Anchor:
 
     Attributes
     ----------
-    cancer_type, regimen
+    arm
         The trial arm.
     metric
-        ``"orr"`` or ``"grade3_irae_rate"``.
+        A :class:`~immunegym.sim.trial.TrialResult` field (``"orr"``, ``"grade3_ae_rate"``,
+        ``"median_pfs_days"``, ...).
     target
-        The published figure used as target.
-    tolerance
-        Acceptance half-width at n = 4000 (0.05 for ORR, 0.04 for irAE).
+        The published figure.
+    low, high
+        Acceptance range of the simulated value.
     parameter
-        ``"cancer:<type>:<field>"`` or ``"rate:<name>"``: what the fit moves for this anchor;
-        empty for validation anchors.
+        ``"cancer:<type>:<field>"`` or ``"rate:<name>"`` that the fit moves for this
+        anchor; empty for anchors that are only checked.
     source
-        Where the figure comes from.
+        Where the figure comes from, and whether it was verified at its source.
     """
 
-    cancer_type: str
-    regimen: str
+    arm: Arm
     metric: str
     target: float
-    tolerance: float
+    low: float
+    high: float
     parameter: str
     source: str
 
@@ -65,71 +133,213 @@ class Anchor:
 
     @property
     def label(self) -> str:
-        return f"{self.cancer_type} {self.regimen} {self.metric}"
+        return f"{self.arm.trial}: {self.metric}"
 
 
-def _orr(cancer: str, regimen: str, target: float, parameter: str, source: str) -> Anchor:
-    return Anchor(cancer, regimen, "orr", target, 0.05, parameter, source)
+def _rate(arm: Arm, metric: str, target: float, tol: float, parameter: str,
+          source: str) -> Anchor:
+    return Anchor(arm, metric, target, max(0.0, target - tol), target + tol, parameter, source)
+
+
+def _days(arm: Arm, metric: str, months: float, lo: float, hi: float, source: str,
+          parameter: str = "") -> Anchor:
+    """A time anchor given in months; accepted from ``lo`` to ``hi`` months."""
+    return Anchor(arm, metric, months * MONTH, lo * MONTH, hi * MONTH, parameter, source)
+
+
+CM067_NIVO = Arm("CheckMate 067 nivolumab", "melanoma", "anti_pd1", imaging=CHECKMATE_067)
+CM067_IPI = Arm("CheckMate 067 ipilimumab", "melanoma", "anti_ctla4", imaging=CHECKMATE_067)
+CM067_COMBO = Arm("CheckMate 067 nivolumab + ipilimumab", "melanoma", "anti_pd1+anti_ctla4",
+                  imaging=CHECKMATE_067)
+KN024_PEMBRO = Arm("KEYNOTE-024 pembrolizumab", "nsclc_pdl1_high", "anti_pd1",
+                   imaging=EVERY_9_WEEKS)
+KN024_CHEMO = Arm("KEYNOTE-024 platinum doublet", "nsclc_pdl1_high", "chemo",
+                  imaging=EVERY_9_WEEKS)
+CM017_NIVO = Arm("CheckMate 017 nivolumab", "nsclc", "anti_pd1", imaging=CHECKMATE_017)
+CM017_DOCETAXEL = Arm("CheckMate 017 docetaxel", "nsclc", "chemo",
+                      (_until_progression("chemo"),), imaging=CHECKMATE_017)
+KN177_PEMBRO = Arm("KEYNOTE-177 pembrolizumab", "crc_msi", "anti_pd1", imaging=EVERY_9_WEEKS)
+KN177_CHEMO = Arm("KEYNOTE-177 chemotherapy", "crc_msi", "chemo",
+                  (_until_progression("chemo", 14),), imaging=EVERY_9_WEEKS)
+CM214_SUNITINIB = Arm("CheckMate 214 sunitinib", "rcc", "targeted", imaging=CHECKMATE_214)
+
+_CM067 = "Larkin NEJM 2015 (CheckMate 067), verified"
+_KN024 = "Reck NEJM 2016 (KEYNOTE-024), verified"
+_CM017 = "Brahmer NEJM 2015 (CheckMate 017), verified"
+_KN177 = "Andre NEJM 2020 (KEYNOTE-177), verified"
+
+
+def _pd1(cancer: str, target: float, source: str) -> Anchor:
+    arm = Arm(f"{cancer} anti-PD-1 ({source.split(',')[0]})", cancer, "anti_pd1")
+    return _rate(arm, "orr", target, 0.05, f"cancer:{cancer}:antigenicity", source)
+
+
+def _targeted(cancer: str, driver: str | None, target: float, source: str) -> Anchor:
+    label = driver or "unselected"
+    arm = Arm(f"{cancer} {label} targeted therapy", cancer, "targeted", driver=driver,
+              imaging=TARGETED_TRIAL)
+    return _rate(arm, "orr", target, 0.05, f"cancer:{cancer}:targeted_sensitivity", source)
 
 
 ANCHORS: tuple[Anchor, ...] = (
-    _orr("melanoma", "anti_pd1", 0.40, "cancer:melanoma:antigenicity",
-         "CheckMate 067 nivolumab 43.7%, KEYNOTE-006 pembrolizumab 33%"),
-    _orr("melanoma", "anti_ctla4", 0.15, "cancer:melanoma:ctla4_depletion",
-         "CheckMate 067 19.0%, KEYNOTE-006 11.9%"),
-    _orr("nsclc", "anti_pd1", 0.19, "cancer:nsclc:antigenicity", "pretreated, 17-20%"),
-    _orr("nsclc_pdl1_high", "anti_pd1", 0.45, "cancer:nsclc_pdl1_high:antigenicity",
-         "KEYNOTE-024 44.8%"),
-    _orr("nsclc_pdl1_high", "chemo", 0.28, "cancer:nsclc_pdl1_high:chemo_sensitivity",
-         "KEYNOTE-024 27.8%"),
-    _orr("rcc", "anti_pd1", 0.25, "cancer:rcc:antigenicity", "pretreated, 21-27%"),
-    _orr("urothelial", "anti_pd1", 0.21, "cancer:urothelial:antigenicity", "KEYNOTE-045"),
-    _orr("hnscc", "anti_pd1", 0.16, "cancer:hnscc:antigenicity", "KEYNOTE-040 / CheckMate 141"),
-    _orr("crc_msi", "anti_pd1", 0.40, "cancer:crc_msi:antigenicity", "Le 2015"),
-    _orr("crc_mss", "anti_pd1", 0.02, "cancer:crc_mss:antigenicity", "0% in Le 2015"),
-    _orr("tnbc", "anti_pd1", 0.05, "cancer:tnbc:antigenicity", "unselected, pretreated"),
-    Anchor("melanoma", "anti_pd1", "grade3_irae_rate", 0.15, 0.04, "rate:irae_hazard_pd1",
-           "14% pooled over 125 trials; 16.3% CheckMate 067"),
-    Anchor("melanoma", "anti_ctla4", "grade3_irae_rate", 0.27, 0.04, "rate:irae_hazard_ctla4",
-           "CheckMate 067"),
+    # --- response rates (each moves one cancer-type parameter) ----------------------
+    _rate(CM067_NIVO, "orr", 0.437, 0.05, "cancer:melanoma:antigenicity", _CM067),
+    _rate(CM067_IPI, "orr", 0.19, 0.05, "cancer:melanoma:treg_escape", _CM067),
+    _rate(KN024_PEMBRO, "orr", 0.448, 0.05, "cancer:nsclc_pdl1_high:antigenicity", _KN024),
+    _rate(KN024_CHEMO, "orr", 0.278, 0.05, "cancer:nsclc_pdl1_high:chemo_sensitivity",
+          _KN024),
+    _rate(CM017_NIVO, "orr", 0.20, 0.05, "cancer:nsclc:antigenicity", _CM017),
+    _rate(CM017_DOCETAXEL, "orr", 0.09, 0.04, "cancer:nsclc:chemo_sensitivity", _CM017),
+    _rate(KN177_PEMBRO, "orr", 0.438, 0.05, "cancer:crc_msi:antigenicity",
+          _KN177 + " (67/153 responders)"),
+    _rate(KN177_CHEMO, "orr", 0.331, 0.05, "cancer:crc_msi:chemo_sensitivity",
+          _KN177 + " (51/154 responders)"),
+    _rate(CM214_SUNITINIB, "orr", 0.27, 0.05, "cancer:rcc:targeted_sensitivity",
+          "Motzer NEJM 2018 (CheckMate 214), verified"),
+    _pd1("rcc", 0.25, "pretreated RCC 21-27% (CheckMate 025), SCIENCE.md"),
+    _pd1("urothelial", 0.21, "KEYNOTE-045, SCIENCE.md"),
+    _pd1("hnscc", 0.16, "KEYNOTE-040 / CheckMate 141, SCIENCE.md"),
+    _pd1("crc_mss", 0.02, "Le NEJM 2015: 0% in MSS, SCIENCE.md"),
+    _pd1("tnbc", 0.05, "unselected pretreated TNBC, SCIENCE.md"),
+    _targeted("melanoma", "BRAF_V600", 0.64, "COMBI-v (Robert NEJM 2015), verified"),
+    _targeted("nsclc", "EGFR", 0.80, "FLAURA (Soria NEJM 2018), verified"),
+    _targeted("urothelial", "FGFR3", 0.40, "BLC2001 (Loriot NEJM 2019), verified"),
+    _targeted("hnscc", "EGFR_expression", 0.13, "Vermorken JCO 2007 cetuximab, verified"),
+    _targeted("crc_msi", "BRAF_V600E", 0.20, "BEACON doublet (Kopetz NEJM 2019), verified"),
+    _targeted("crc_mss", "RAS_wild_type", 0.17, "Amado JCO 2008 panitumumab, verified"),
+    _targeted("tnbc", "gBRCA", 0.599, "OlympiAD (Robson NEJM 2017), verified"),
+    # --- toxicity --------------------------------------------------------------------
+    _rate(CM067_NIVO, "grade3_ae_rate", 0.163, 0.05, "rate:irae_hazard_pd1",
+          _CM067 + " (grade 3-4 TRAE)"),
+    _rate(CM067_IPI, "grade3_ae_rate", 0.273, 0.05, "rate:irae_hazard_ctla4",
+          _CM067 + " (grade 3-4 TRAE)"),
+    _rate(CM067_NIVO, "discontinuation_rate", 0.077, 0.03, "rate:irae_stop_pd1",
+          "CheckMate 067 7.7% (CMAJ 2019 table rounds to 8%; close)"),
+    _rate(CM067_IPI, "discontinuation_rate", 0.148, 0.04, "rate:irae_stop_ctla4",
+          "CheckMate 067 14.8% (CMAJ 2019 table rounds to 15%; close)"),
+    _rate(CM067_NIVO, "treatment_death_rate", 0.0036, 0.003, "rate:irae_fatal_pd1",
+          "Wang JAMA Oncol 2018: anti-PD-1 0.36% (range 0.3-1.3% verified; per-class "
+          "figure from memory)"),
+    _rate(CM067_IPI, "treatment_death_rate", 0.0108, 0.005, "rate:irae_fatal_ctla4",
+          "Wang JAMA Oncol 2018: anti-CTLA-4 1.08% (per-class figure from memory)"),
+    _rate(CM017_DOCETAXEL, "neutropenia_rate", 0.35, 0.07, "rate:chemo_marrow_slope",
+          "docetaxel grade 3-4 neutropenia ~30-40% (CheckMate 017/057, REVEL; not verified "
+          "here)"),
+    _rate(CM017_DOCETAXEL, "febrile_neutropenia_rate", 0.10, 0.04, "rate:fn_hazard_severe",
+          "docetaxel febrile neutropenia ~10% (not verified here)"),
+    _rate(KN024_CHEMO, "grade3_ae_rate", 0.533, 0.06, "rate:chemo_ae_per_dose",
+          _KN024 + " (grade 3-5 TRAE)"),
+    _rate(CM214_SUNITINIB, "grade3_ae_rate", 0.63, 0.06, "rate:targeted_ae_hazard",
+          "CheckMate 214 sunitinib grade 3-4 TRAE 63% (from memory, unverified)"),
+    # --- progression speed: the control arms are mostly non-responders -----------------
+    _days(CM067_IPI, "median_pfs_days", 2.9, 2.5, 3.5, _CM067 + " (median PFS 2.9 mo)",
+          "cancer:melanoma:doubling_days"),
+    _days(KN024_CHEMO, "median_pfs_days", 6.0, 4.5, 8.0, _KN024 + " (median PFS 6.0 mo)",
+          "cancer:nsclc_pdl1_high:doubling_days"),
+    # --- checked, not fitted ---------------------------------------------------------
+    _rate(KN024_PEMBRO, "grade3_ae_rate", 0.266, 0.08, "", _KN024 + " (grade 3-5 TRAE)"),
+    _rate(CM017_NIVO, "grade3_ae_rate", 0.07, 0.05, "", _CM017 + " (grade 3-4 TRAE)"),
+    _rate(CM017_DOCETAXEL, "grade3_ae_rate", 0.55, 0.08, "", _CM017 + " (grade 3-4 TRAE)"),
+    _rate(KN177_PEMBRO, "grade3_ae_rate", 0.22, 0.08, "", _KN177 + " (grade >= 3 TRAE)"),
+    _rate(KN177_CHEMO, "grade3_ae_rate", 0.66, 0.08, "", _KN177 + " (grade >= 3 TRAE)"),
+    _rate(KN024_PEMBRO, "treatment_death_rate", 0.006, 0.006, "",
+          "KEYNOTE-024: 1 treatment death (0.6%; from memory, unverified)"),
+    _rate(KN024_CHEMO, "treatment_death_rate", 0.02, 0.015, "",
+          "KEYNOTE-024: 3 treatment deaths (2.0%; from memory, unverified)"),
+    _days(CM067_NIVO, "median_pfs_days", 6.9, 4.6, 10.3, _CM067 + " (median PFS 6.9 mo)"),
+    _days(KN024_PEMBRO, "median_pfs_days", 10.3, 6.9, 15.5, _KN024 + " (median PFS 10.3 mo)"),
+    _days(CM067_NIVO, "median_time_to_response_days", 2.8, 2.0, 3.5,
+          "CheckMate 067 median time to response ~2.8 mo (from memory; first scan week 12)"),
+    _days(KN024_PEMBRO, "median_time_to_response_days", 2.2, 1.8, 3.5,
+          "KEYNOTE-024 median time to response 2.2 mo (from memory; scans every 9 weeks)"),
 )
-"""The fitted anchors (SCIENCE.md)."""
+"""The fitting set and the checked figures of the same single-agent and control arms."""
 
 VALIDATION: tuple[Anchor, ...] = (
-    Anchor("melanoma", "anti_pd1+anti_ctla4", "orr", 0.58, 0.05, "",
-           "CheckMate 067 nivolumab + ipilimumab 57.6%"),
-    Anchor("melanoma", "anti_pd1+anti_ctla4", "grade3_irae_rate", 0.59, 0.04, "",
-           "CheckMate 067 grade 3-4 treatment-related AEs 59%"),
-    Anchor("nsclc_pdl1_high", "anti_pd1+chemo", "orr", 0.62, 0.05, "",
-           "KEYNOTE-189 TPS >= 50% subgroup 61.4%"),
+    Anchor(CM067_COMBO, "orr", 0.576, 0.520, 0.632, "",
+           _CM067 + ": 57.6% (95% CI 52.0-63.2)"),
+    Anchor(CM067_COMBO, "grade3_ae_rate", 0.55, 0.50, 0.63, "",
+           _CM067 + ": grade 3-4 TRAE 55.0% (59% at 5 years)"),
+    Anchor(CM067_COMBO, "discontinuation_rate", 0.364, 0.30, 0.45, "",
+           "CheckMate 067: discontinuation for TRAE 36.4% (CMAJ 2019: 36%)"),
+    Anchor(CM067_COMBO, "median_pfs_days", 11.5 * MONTH, 8.9 * MONTH, 16.7 * MONTH, "",
+           _CM067 + ": median PFS 11.5 mo (95% CI 8.9-16.7), above nivolumab's 6.9"),
 )
-"""Combination arms: reported against published figures, never fitted."""
+"""Combination arms: simulated and reported against published figures, never fitted."""
+
+IA_LOW, IA_HIGH = 0.03, 0.08
+"""The combination's response rate should lie in [IA - 0.03, IA + 0.08]."""
+MAX_NEITHER_SHARE = 0.15
+"""At most this share of combination responders respond to neither drug alone."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two calibrated single agents given, alone and together, to the same patients."""
+
+    first: Arm
+    second: Arm
+    combination: Arm
+
+
+def _pair(cancer: str, a: str, b: str, driver: str | None = None, imaging=None) -> Pair:
+    imaging = imaging or ImagingSchedule()
+    arms = [Arm(f"{cancer} {r}" + (f" ({driver})" if driver else ""), cancer, r,
+                driver=driver, imaging=imaging) for r in (a, b, f"{a}+{b}")]
+    return Pair(*arms)
+
+
+PAIRS: tuple[Pair, ...] = (
+    _pair("melanoma", "anti_pd1", "anti_ctla4", imaging=CHECKMATE_067),
+    _pair("melanoma", "anti_pd1", "targeted", "BRAF_V600"),
+    _pair("nsclc_pdl1_high", "anti_pd1", "chemo", imaging=EVERY_9_WEEKS),
+    _pair("nsclc", "anti_pd1", "chemo"),
+    _pair("nsclc", "anti_pd1", "targeted", "EGFR"),
+    _pair("crc_msi", "anti_pd1", "chemo", imaging=EVERY_9_WEEKS),
+    _pair("rcc", "anti_pd1", "targeted"),
+    _pair("urothelial", "anti_pd1", "targeted", "FGFR3"),
+    _pair("tnbc", "anti_pd1", "targeted", "gBRCA"),
+)
+"""Pairs of calibrated single agents in the same population (independent-action checks)."""
+
+
+# --------------------------------------------------------------------------- simulation
+def _population_seed(seed: int, arm: Arm) -> int:
+    key = f"{arm.cancer_type}|{arm.driver}".encode()
+    return int(seed) * 1_000_003 + zlib.crc32(key) % 1_000_003
 
 
 def simulate_arms(
     params: ParameterSet,
-    arms: Sequence[tuple[str, str]],
+    arms: Sequence[Arm],
     n: int,
     seed: int,
     days: int = FOLLOW_UP_DAYS,
     device: str = "cpu",
-) -> dict[tuple[str, str], TrialResult]:
-    """Simulate several (cancer type, regimen) arms in one batch.
+) -> dict[Arm, TrialResult]:
+    """Simulate trial arms; arms of one population are given to the same patients.
 
-    Patients are drawn arm by arm from one seeded generator, so with the same seed and ``n``
-    the same random numbers drive every evaluation (common random numbers).
+    Each population (cancer type, driver selection) draws ``n`` patients from its own seed
+    and relaxes them to day 0 once; every arm of that population then starts from the same
+    day-0 state (common random numbers across arms and across parameter values), so the
+    per-patient tables line up arm by arm.
     """
-    sim = ImmuneSim(params, device=device, seed=seed)
     arms = list(dict.fromkeys(arms))
-    cohorts = [sim.sample_patients(cancer, n) for cancer, _ in arms]
-    patients = type(cohorts[0]).concat(cohorts)
-    group = np.repeat(np.arange(len(arms)), n)
-    course = sim.run(patients, [regimen for _, regimen in arms], days, group=group,
-                     imaging=TRIAL_IMAGING)
-    return {arm: summarize(course, group == k, cancer_type=arm[0], regimen=arm[1], seed=seed)
-            for k, arm in enumerate(arms)}
+    out: dict[Arm, TrialResult] = {}
+    for population in dict.fromkeys(a.population for a in arms):
+        members = [a for a in arms if a.population == population]
+        sim = ImmuneSim(params, device=device, seed=_population_seed(seed, members[0]))
+        patients, state = sim.reset(sim.sample_patients(members[0].cancer_type, n,
+                                                        driver=members[0].driver))
+        for arm in members:
+            sim.generator.manual_seed(_population_seed(seed, arm) + 7)
+            course = sim.run(patients, arm.build(), days, state=state, imaging=arm.imaging)
+            out[arm] = summarize(course, cancer_type=arm.cancer_type, regimen=arm.trial,
+                                 seed=seed)
+    return out
 
 
+# --------------------------------------------------------------------------- parameters
 def _get(params: ParameterSet, key: str) -> float:
     kind, *rest = key.split(":")
     if kind == "rate":
@@ -149,15 +359,14 @@ def _set(params: ParameterSet, values: dict[str, float]) -> ParameterSet:
     return params.with_updates(rates, types)
 
 
-_BOUNDS = {"antigenicity": (1e-3, 30.0), "ctla4_depletion": (1e-2, 200.0),
-           "chemo_sensitivity": (1e-3, 10.0), "irae_hazard_pd1": (1e-6, 0.05),
-           "irae_hazard_ctla4": (1e-6, 0.05)}
-
-# Fit order: an anchor's outcome may depend on parameters fitted before it (the anti-CTLA-4
-# response on melanoma antigenicity; irAE rates on how long responders stay on drug), never
-# on those fitted after it, so one sweep solves the system; a second sweep absorbs the small
-# feedback of irAE holds on response.
-_ORDER = tuple(range(len(ANCHORS)))
+_BOUNDS = {"antigenicity": (1e-3, 30.0), "ctla4_depletion": (1e-2, 300.0),
+           "treg_escape": (1e-3, 0.95), "doubling_days": (10.0, 400.0),
+           "chemo_sensitivity": (1e-3, 20.0), "targeted_sensitivity": (1e-4, 2.0),
+           "irae_hazard_pd1": (1e-6, 0.05), "irae_hazard_ctla4": (1e-6, 0.05),
+           "irae_stop_pd1": (1e-3, 1.0), "irae_stop_ctla4": (1e-3, 1.0),
+           "irae_fatal_pd1": (1e-4, 0.5), "irae_fatal_ctla4": (1e-4, 0.5),
+           "chemo_marrow_slope": (1e-3, 20.0), "fn_hazard_severe": (1e-4, 1.0),
+           "chemo_ae_per_dose": (1e-4, 0.9), "targeted_ae_hazard": (1e-5, 0.5)}
 
 
 def fit(
@@ -168,16 +377,18 @@ def fit(
     seed: int = 12345,
     sweeps: int = 2,
     xtol: float = 0.01,
+    anchors: Sequence[Anchor] | None = None,
     device: str = "cpu",
-    log=print,
+    log: Callable[[str], object] = print,
 ) -> tuple[ParameterSet, dict[str, object]]:
-    """Fit each anchor's parameter by Brent's method, sweeping the anchors in order.
+    """Fit each fitted anchor's parameter by Brent's method, sweeping the anchors in order.
 
     Each evaluation simulates the anchor's arm with ``n`` patients and a fixed seed (common
-    random numbers), so the objective is a deterministic, monotone step function of the
-    parameter; :func:`scipy.optimize.brentq` finds the crossing of the target in log space.
-    An anchor whose target lies outside what its parameter range can reach gets the nearest
-    endpoint and is reported as such.
+    random numbers), so the objective is a deterministic step function of the parameter;
+    :func:`scipy.optimize.brentq` finds the crossing of the target in log space. An anchor
+    whose target lies outside what its parameter range can reach gets the nearest endpoint
+    and is reported as such. Later anchors may depend on earlier ones (toxicity on how long
+    responders stay on drug), so the sweep repeats.
 
     Returns
     -------
@@ -185,6 +396,7 @@ def fit(
         The fitted parameters and a record (method, per-anchor value, evaluations).
     """
     current = params if params is not None else load_parameters()
+    chosen = [a for a in (anchors if anchors is not None else ANCHORS) if a.fitted]
     record: dict[str, object] = {
         "method": "scipy.optimize.brentq per anchor in log parameter space, "
                   f"{sweeps} Gauss-Seidel sweeps, common random numbers",
@@ -192,8 +404,7 @@ def fit(
     }
     evaluations = 0
     for sweep in range(sweeps):
-        for k in _ORDER:
-            anchor = ANCHORS[k]
+        for anchor in chosen:
             lo, hi = (math.log(b) for b in _BOUNDS[anchor.parameter.split(":")[-1]])
             cache: dict[float, float] = {}
 
@@ -202,14 +413,12 @@ def fit(
                 nonlocal evaluations
                 if x not in cache:
                     trial = _set(base, {anchor.parameter: math.exp(x)})
-                    arm = (anchor.cancer_type, anchor.regimen)
-                    result = simulate_arms(trial, [arm], n, seed, days, device)[arm]
-                    cache[x] = getattr(result, anchor.metric) - anchor.target
+                    result = simulate_arms(trial, [anchor.arm], n, seed, days, device)
+                    cache[x] = getattr(result[anchor.arm], anchor.metric) - anchor.target
                     evaluations += 1
                 return cache[x]
 
-            x_now = math.log(_get(current, anchor.parameter))
-            x_now = min(max(x_now, lo), hi)
+            x_now = min(max(math.log(_get(current, anchor.parameter)), lo), hi)
             # Bracket around the current value first (cheap near the solution), then widen.
             step = 0.5
             a, b = max(lo, x_now - step), min(hi, x_now + step)
@@ -228,11 +437,12 @@ def fit(
                 "simulated": gap(x) + anchor.target, "target": anchor.target,
                 "status": status}
             log(f"sweep {sweep + 1} {anchor.label}: {anchor.parameter} = {math.exp(x):.4g} "
-                f"-> {gap(x) + anchor.target:.3f} (target {anchor.target}; {status})")
+                f"-> {gap(x) + anchor.target:.4g} (target {anchor.target:.4g}; {status})")
     record["evaluations"] = evaluations
     return current, record
 
 
+# --------------------------------------------------------------------------- checks
 @dataclass(frozen=True)
 class AnchorCheck:
     """Target vs simulated for one anchor."""
@@ -240,27 +450,109 @@ class AnchorCheck:
     anchor: Anchor
     simulated: float
     ci: tuple[float, float]
-    median_pfs_days: float
 
     @property
     def within(self) -> bool:
-        return abs(self.simulated - self.anchor.target) <= self.anchor.tolerance
+        return self.anchor.low <= self.simulated <= self.anchor.high
+
+
+_CI_FIELDS = {"orr": "orr_ci", "grade3_ae_rate": "grade3_ae_ci",
+              "grade3_irae_rate": "grade3_irae_ci", "discontinuation_rate": "discontinuation_ci",
+              "treatment_death_rate": "treatment_death_ci", "median_pfs_days": "median_pfs_ci"}
+
+
+def _check(anchor: Anchor, result: TrialResult) -> AnchorCheck:
+    value = float(getattr(result, anchor.metric))
+    ci_field = _CI_FIELDS.get(anchor.metric)
+    ci = tuple(getattr(result, ci_field)) if ci_field else (value, value)
+    return AnchorCheck(anchor, value, (float(ci[0]), float(ci[1])))
+
+
+@dataclass(frozen=True)
+class PairCheck:
+    """A combination against independent action from its singles on the same patients."""
+
+    pair: Pair
+    first: float
+    second: float
+    combination: float
+    neither_share: float
+
+    @property
+    def independent_action(self) -> float:
+        return 1 - (1 - self.first) * (1 - self.second)
+
+    @property
+    def within(self) -> bool:
+        ia = self.independent_action
+        return (ia - IA_LOW <= self.combination <= ia + IA_HIGH
+                and self.neither_share <= MAX_NEITHER_SHARE)
+
+
+def _pair_check(pair: Pair, results: dict[Arm, TrialResult]) -> PairCheck:
+    resp = [results[a].patients["responder"].to_numpy()
+            for a in (pair.first, pair.second, pair.combination)]
+    both = resp[2]
+    neither = float((both & ~resp[0] & ~resp[1]).sum() / max(both.sum(), 1))
+    return PairCheck(pair, float(resp[0].mean()), float(resp[1].mean()), float(both.mean()),
+                     neither)
+
+
+@dataclass
+class CalibrationReport:
+    """Every anchor, validation arm and pair check of one parameter set."""
+
+    anchors: list[AnchorCheck]
+    validation: list[AnchorCheck]
+    pairs: list[PairCheck]
+    n: int
+    seed: int
+
+    @property
+    def missed(self) -> list[str]:
+        """Labels of fitted or checked anchors outside their acceptance range."""
+        return [c.anchor.label for c in self.anchors if not c.within]
+
+    def to_json(self) -> dict[str, object]:
+        def anchor_row(c: AnchorCheck) -> dict[str, object]:
+            a = c.anchor
+            return {"trial": a.arm.trial, "cancer_type": a.arm.cancer_type,
+                    "regimen": a.arm.regimen, "driver": a.arm.driver, "metric": a.metric,
+                    "target": a.target, "accept": [a.low, a.high], "simulated": c.simulated,
+                    "ci95": list(c.ci), "fitted": a.fitted, "parameter": a.parameter,
+                    "within": c.within, "source": a.source}
+
+        return {
+            "n": self.n, "seed": self.seed,
+            "anchors": [anchor_row(c) for c in self.anchors],
+            "validation": [anchor_row(c) for c in self.validation],
+            "pairs": [{"population": p.pair.first.cancer_type, "driver": p.pair.first.driver,
+                       "combination": p.pair.combination.regimen, "first": p.first,
+                       "second": p.second, "combination_orr": p.combination,
+                       "independent_action": p.independent_action,
+                       "band": [p.independent_action - IA_LOW,
+                                p.independent_action + IA_HIGH],
+                       "neither_share": p.neither_share, "within": p.within}
+                      for p in self.pairs],
+        }
 
 
 def check(params: ParameterSet | None = None, *, n: int = 4000, seed: int = 0,
           days: int = FOLLOW_UP_DAYS, include_validation: bool = True,
-          device: str = "cpu") -> list[AnchorCheck]:
-    """Simulate every anchor (and the validation arms) and compare with its target."""
+          device: str = "cpu") -> CalibrationReport:
+    """Simulate every anchor, the validation arms and the pairs; compare with targets."""
     params = params if params is not None else load_parameters()
-    anchors = list(ANCHORS) + (list(VALIDATION) if include_validation else [])
-    arms = [(a.cancer_type, a.regimen) for a in anchors]
+    arms = [a.arm for a in ANCHORS]
+    if include_validation:
+        arms += [a.arm for a in VALIDATION]
+        arms += [arm for p in PAIRS for arm in (p.first, p.second, p.combination)]
     results = simulate_arms(params, arms, n, seed, days, device)
-    checks = []
-    for a in anchors:
-        r = results[(a.cancer_type, a.regimen)]
-        ci = r.orr_ci if a.metric == "orr" else r.grade3_irae_ci
-        checks.append(AnchorCheck(a, getattr(r, a.metric), ci, r.median_pfs_days))
-    return checks
+    return CalibrationReport(
+        anchors=[_check(a, results[a.arm]) for a in ANCHORS],
+        validation=[_check(a, results[a.arm]) for a in VALIDATION] if include_validation
+        else [],
+        pairs=[_pair_check(p, results) for p in PAIRS] if include_validation else [],
+        n=n, seed=seed)
 
 
 def write_parameters(params: ParameterSet, record: dict[str, object], path: Path,
@@ -269,7 +561,9 @@ def write_parameters(params: ParameterSet, record: dict[str, object], path: Path
     data = params.to_json_dict()
     data["version"] = version
     data["meta"] = {"calibration": record,
-                    "anchors": [a.__dict__ for a in ANCHORS]}
+                    "anchors": [{"label": a.label, "parameter": a.parameter,
+                                 "target": a.target, "accept": [a.low, a.high],
+                                 "source": a.source} for a in ANCHORS]}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
@@ -280,28 +574,40 @@ def default_parameter_path() -> Path:
     return Path(__file__).parent / "calibrated" / PARAMETER_FILE
 
 
-def plot_checks(checks: Sequence[AnchorCheck], path: Path) -> Path:
-    """Target vs simulated (95% CI) for every anchor, as a PNG."""
+def plot_report(report: CalibrationReport, path: Path) -> Path:
+    """Target range vs simulated (95% CI) for every rate anchor, and the IA pairs, as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(checks) + 1.2))
-    for i, c in enumerate(checks):
-        y = len(checks) - 1 - i
-        color = "tab:blue" if c.anchor.fitted else "tab:orange"
-        ax.errorbar(c.simulated, y, xerr=[[c.simulated - c.ci[0]], [c.ci[1] - c.simulated]],
-                    fmt="o", color=color, capsize=3)
-        ax.plot([c.anchor.target - c.anchor.tolerance, c.anchor.target + c.anchor.tolerance],
-                [y, y], color="0.7", lw=6, alpha=0.5, solid_capstyle="butt")
-        ax.plot(c.anchor.target, y, marker="|", color="k", markersize=14)
-    ax.set_yticks(range(len(checks)))
-    ax.set_yticklabels([c.anchor.label + ("" if c.anchor.fitted else " (validation)")
-                        for c in reversed(checks)], fontsize=8)
-    ax.set_xlabel("rate (black tick: target; grey band: tolerance; dot: simulated, 95% CI)")
-    ax.set_xlim(0, max(0.8, max(c.ci[1] for c in checks) + 0.05))
-    ax.set_title("ImmuneSim calibration: fitted anchors (blue), validation (orange)")
+    rows = [c for c in report.anchors + report.validation if "days" not in c.anchor.metric]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 0.32 * len(rows) + 1.5),
+                                 gridspec_kw={"width_ratios": [3, 2]})
+    for i, c in enumerate(rows):
+        y = len(rows) - 1 - i
+        color = ("tab:orange" if c in report.validation
+                 else "tab:blue" if c.anchor.fitted else "tab:green")
+        ax.plot([c.anchor.low, c.anchor.high], [y, y], color="0.75", lw=6,
+                solid_capstyle="butt")
+        ax.plot(c.anchor.target, y, marker="|", color="k", markersize=12)
+        ax.errorbar(c.simulated, y, xerr=[[max(c.simulated - c.ci[0], 0)],
+                                          [max(c.ci[1] - c.simulated, 0)]],
+                    fmt="o", color=color, capsize=2, markersize=4)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([c.anchor.label for c in reversed(rows)], fontsize=7)
+    ax.set_xlabel("rate (tick: target; grey: accepted range; dot: simulated, 95% CI)")
+    ax.set_title("anchors: fitted (blue), checked (green), validation (orange)", fontsize=9)
+    for i, p in enumerate(report.pairs):
+        ia = p.independent_action
+        bx.plot([ia - IA_LOW, ia + IA_HIGH], [i, i], color="0.75", lw=6,
+                solid_capstyle="butt")
+        bx.plot(ia, i, marker="|", color="k", markersize=12)
+        bx.plot(p.combination, i, "o", color="tab:green" if p.within else "tab:red")
+    bx.set_yticks(range(len(report.pairs)))
+    bx.set_yticklabels([f"{p.pair.combination.trial}" for p in report.pairs], fontsize=7)
+    bx.set_xlabel("combination ORR (tick: independent action; grey: accepted band)")
+    bx.set_title("independent action on the same patients", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
@@ -309,7 +615,5 @@ def plot_checks(checks: Sequence[AnchorCheck], path: Path) -> Path:
     return path
 
 
-def format_pfs(days: float) -> str:
+def format_days(days: float) -> str:
     return "not reached" if math.isinf(days) else f"{days:.0f}"
-
-

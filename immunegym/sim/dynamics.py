@@ -2,19 +2,33 @@
 
 The model (one day per step, all patients at once):
 
+Treatment
+    Scheduled doses pass the protocol rules (:mod:`.toxicity`: holds after irAEs, chemo
+    delays for low neutrophils, reduced doses, stops) and enter the pharmacokinetics
+    (:mod:`.pk`): tumor receptor occupancy saturates at the standard dose, systemic
+    exposure does not.
 Tumor
     Three subclones grow by Gompertz ``r ln(K/T)``. CD8 kill is the de Pillis 2005 ratio
-    form ``d (E/T)^l / (s + (E/T)^l)`` on the T cells in contact with tumor, multiplied by the
-    QSP-IO suppressions ``(1 - H_PD1) x Treg factor x (1 - H_MDSC) x (1 - H_TGFb)``
-    (Jafarnejad 2019). NK and M1 macrophages add small kills; the immune-escape subclone is
-    invisible to CD8 and doubly visible to NK. Chemotherapy kills ``K (1 - exp(-delta M))``
-    (de Pillis 2009); targeted therapy slows and kills the sensitive clone; resistant and
-    escape clones arise by mutation at division.
+    form ``d S(x)``, ``S(x) = x^l / (s + x^l)``, on the *functional* effector-to-tumor ratio
+    ``x``: effectors in contact with tumor times the QSP-IO suppressions
+    ``(1 - H_PD1) x Treg factor x (1 - H_MDSC) x (1 - H_TGFb)`` (Jafarnejad 2019), so an
+    overwhelming T-cell response overcomes suppression. The kill is bounded per patient:
+    ``d = kill_reserve x intrinsic growth`` at the reference burden, where the kill reserve
+    (antigen presentation, T-cell access) varies widely between patients; a patient whose
+    reserve is below about 1.3 cannot respond to any immunotherapy. NK and M1 macrophages
+    add small kills; the immune-escape (MHC-I-low) subclone is seen by CD8 T cells only at
+    ``escape_cd8_visibility`` and fully by NK cells. Chemotherapy kills
+    ``K (1 - exp(-delta M))`` (de Pillis 2009). Targeted therapy acts only in patients who
+    carry the cancer type's actionable driver: it blocks and kills the sensitive clone;
+    resistant clones pre-exist and arise by mutation (Bozic 2013).
 CD8 T cells
     Priming (antigenicity x cDC1 x CD4 help x CTLA-4 blockade x antigen release) feeds
     TCF1+ progenitors (Tpex), which self-renew under a niche limit and differentiate into
-    effectors with a proliferative burst; PD-1 blockade raises both. Effectors exhaust at
-    ``0.1/d x H_PD1`` (Jafarnejad 2019); exhausted cells never return.
+    effectors with a proliferative burst; PD-1 blockade raises both. Tumor-specific memory
+    precursors (a share of the largest Tpex pool, long-lived) re-enter the Tpex pool at a
+    recall rate and set a floor of its niche, so responses persist after the drug is gone
+    and when the tumor is small. Effectors exhaust at ``0.1/d x H_PD1`` (Jafarnejad 2019); exhausted
+    cells never return.
 Other cells
     Recruitment in proportion to the tumor burden (vasculature), modulated by phenotype and
     drugs; anti-CTLA-4 depletes Treg by ADCC (Milberg 2019); monocytes become M1 or M2
@@ -22,6 +36,9 @@ Other cells
 Signals
     Quasi-steady IFN-g, PD-L1 (adaptive: raised by IFN-g), TGF-b, IL-10 and MDSC suppression,
     from the current cell ratios.
+Toxicity and death
+    Neutrophils, adverse events, protocol consequences and treatment-related death
+    (:mod:`.toxicity`); tumor-related death rises with burden squared.
 Noise
     Every birth, death and transition count is drawn: Poisson below
     ``langevin_threshold`` events (tau-leaping), Gaussian (chemical Langevin) above.
@@ -37,11 +54,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from immunegym.data.vocab import THERAPIES
 from immunegym.sim.parameters import DENSITY, ParameterSet
+from immunegym.sim.pk import RADIO, Exposure, Pharmacokinetics
 from immunegym.sim.state import IDX, N_CLONES, N_COMPARTMENTS, Patients, SimState
-
-_PD1, _CTLA4, _CHEMO, _RADIO, _TARGETED = (THERAPIES.index(t) for t in THERAPIES)
+from immunegym.sim.toxicity import (
+    DEFAULT_RULES,
+    TUMOR_DEATH,
+    ProtocolRules,
+    Toxicity,
+)
 
 _MS, _MR, _ME = IDX["malignant_sensitive"], IDX["malignant_resistant"], IDX["malignant_escape"]
 _MEM, _EFF, _TPEX, _TEX = IDX["cd8_memory"], IDX["cd8_effector"], IDX["cd8_tpex"], IDX["cd8_tex"]
@@ -80,9 +101,22 @@ class Signals:
     il10: torch.Tensor
     h_mdsc: torch.Tensor
     treg_factor: torch.Tensor
+    suppression: torch.Tensor
     cd8_kill: torch.Tensor
     chemo_effect: torch.Tensor
     targeted_effect: torch.Tensor
+
+
+def kill_curve(ratio: torch.Tensor, rates: dict[str, float]) -> torch.Tensor:
+    """de Pillis 2005 ``S(x) = x^l / (s + x^l)`` of a functional effector:tumor ratio."""
+    rl = ratio.clamp_min(0).pow(rates["cd8_kill_exponent"])
+    return rl / (rates["cd8_kill_half_ratio"] + rl)
+
+
+def kill_curve_inverse(level: torch.Tensor, rates: dict[str, float]) -> torch.Tensor:
+    """The ratio ``x`` with ``S(x) = level`` (``level`` in (0, 1))."""
+    y = level.clamp(1e-9, 1 - 1e-6)
+    return (rates["cd8_kill_half_ratio"] * y / (1 - y)).pow(1 / rates["cd8_kill_exponent"])
 
 
 class Dynamics:
@@ -101,6 +135,9 @@ class Dynamics:
         self.device = torch.device(device)
         r = params.rates
         self.r = r
+        self.pk = Pharmacokinetics(r, self.device)
+        self.toxicity = Toxicity(r, self.device)
+        self.log_room_reference = math.log(r["tumor_capacity"] / r["tumor_reference"])
         death = torch.zeros(N_COMPARTMENTS)
         density = torch.zeros(N_COMPARTMENTS)
         for name, rate in {
@@ -125,9 +162,6 @@ class Dynamics:
         recruit[IDX["monocyte"]] = r["monocyte_death"] + r["monocyte_differentiation"]
         self.death = death.to(self.device)
         self.recruit = (recruit * density).to(self.device)  # per tumor cell per day
-        lymph = torch.zeros(N_COMPARTMENTS, dtype=torch.bool)
-        lymph[list(_LYMPHOCYTES)] = True
-        self.is_lymphocyte = lymph.to(self.device)
         chemo_kill = torch.zeros(N_COMPARTMENTS)
         chemo_kill[list(_MYELOID)] = r["chemo_kill_myeloid"]
         chemo_kill[[_MEM, _CD4, _TREG, _B, _PC, _TEX]] = r["chemo_kill_lymphocyte"]
@@ -137,31 +171,23 @@ class Dynamics:
         alpha = torch.full((N_COMPARTMENTS,), r["radio_alpha_other"])
         alpha[list(_LYMPHOCYTES)] = r["radio_alpha_lymphocyte"]
         self.radio_alpha = alpha.to(self.device)
-        # Antibody doses in nmol per standard dose: 200 mg pembrolizumab; 3 mg/kg ipilimumab.
-        self.antibody_nmol = torch.tensor([
-            200e-3 / r["pd1_molecular_weight"] * 1e9,
-            3e-3 * r["body_weight"] / r["ctla4_molecular_weight"] * 1e9,
-        ], device=self.device)
-        pk = []
-        for drug in ("pd1", "ctla4"):
-            v1, v2 = r[f"{drug}_central_volume"], r[f"{drug}_peripheral_volume"]
-            q, cl = r[f"{drug}_intercompartmental"], r[f"{drug}_clearance"]
-            pk.append((cl / v1, q / v1, q / v2, v1))
-        pk_t = torch.tensor(pk, device=self.device)
-        self.k10, self.k12, self.k21, self.v1 = pk_t.unbind(-1)
-        self.kd = torch.tensor([r["pd1_kd"], r["ctla4_kd"]], device=self.device)
         self.flow_src = torch.tensor([s for s, _ in _FLOWS], device=self.device)
         self.flow_dst = torch.tensor([d for _, d in _FLOWS], device=self.device)
+        self.memory_keep = math.exp(-math.log(2) / r["memory_half_life"])
 
     # ------------------------------------------------------------------ signals
-    def signals(self, state: SimState, patients: Patients) -> Signals:
+    def exposure(self, state: SimState) -> Exposure:
+        """Drug exposure of a state (occupancy, systemic exposure, cytotoxic effects)."""
+        return self.pk.exposure(state.antibody, state.chemo, state.targeted)
+
+    def signals(self, state: SimState, patients: Patients,
+                exposure: Exposure | None = None) -> Signals:
         """The quasi-steady signals of ``state`` (no randomness)."""
         r = self.r
+        ex = self.exposure(state) if exposure is None else exposure
         cells = state.cells
         tumor = cells[:, :N_CLONES].sum(-1).clamp_min(1.0)
-        conc = state.antibody[:, :, 0] / self.v1 * r["tumor_partition"]  # nM in tumor
-        occ = conc / (conc + self.kd)
-        occ_pd1, occ_ctla4 = occ[:, 0], occ[:, 1]
+        occ_pd1, occ_ctla4 = ex.occupancy_pd1, ex.occupancy_ctla4
         ifn_cells = (cells[:, _EFF] + 0.1 * cells[:, _TEX] + 0.3 * cells[:, _NK]
                      + 0.2 * cells[:, _CD4]) * patients.contact / tumor
         ifn = ifn_cells / (ifn_cells + r["ifn_half_ratio"])
@@ -175,19 +201,23 @@ class Dynamics:
         mdsc = cells[:, _MDSC] / tumor
         h_mdsc = r["mdsc_max_inhibition"] * mdsc / (mdsc + r["mdsc_half_ratio"])
         tconv = cells[:, [_MEM, _EFF, _TPEX, _CD4]].sum(-1).clamp_min(1.0)
-        treg_factor = 1 / (1 + r["treg_suppression"] * cells[:, _TREG] / tconv)
+        # Treg suppress at the QSP-IO strength, times the patient's potency beyond it: the
+        # CTLA-4-dependent part of their suppression (CD80/86 trans-endocytosis), which
+        # anti-CTLA-4 blocks as it binds (and ADCC then removes the cells).
+        potency = 1 + (patients.treg_potency - 1) * (1 - occ_ctla4)
+        treg_factor = 1 / (1 + r["treg_suppression"] * potency * cells[:, _TREG] / tconv)
+        suppression = ((1 - h_pd1) * treg_factor * (1 - h_mdsc)
+                       * (1 - r["tgfb_max_inhibition"] * tgf))
         # Effectors and Tex descend from tumor-primed Tpex: all count as tumor-reactive.
-        ratio = patients.contact * (
-            cells[:, _EFF] + r["tex_kill_relative"] * cells[:, _TEX])
-        ratio = ratio / tumor
-        rl = ratio.clamp_min(0).pow(r["cd8_kill_exponent"])
-        kill = r["cd8_kill_max"] * rl / (r["cd8_kill_half_ratio"] + rl)
-        kill = kill * (1 - h_pd1) * treg_factor * (1 - h_mdsc)
-        kill = kill * (1 - r["tgfb_max_inhibition"] * tgf)
-        chemo_effect = 1 - torch.exp(-r["chemo_delta"] * state.chemo)
-        targeted_effect = state.targeted / (state.targeted + r["targeted_ec50"])
+        functional = patients.contact * suppression * (
+            cells[:, _EFF] + r["tex_kill_relative"] * cells[:, _TEX]) / tumor
+        kill = self.kill_capacity(patients) * kill_curve(functional, r)
         return Signals(occ_pd1, occ_ctla4, ifn, pdl1, h_pd1, tgf, il10, h_mdsc, treg_factor,
-                       kill, chemo_effect, targeted_effect)
+                       suppression, kill, ex.chemo_effect, ex.targeted_effect)
+
+    def kill_capacity(self, patients: Patients) -> torch.Tensor:
+        """``(n,)`` most CD8 kill per tumor cell per day: kill reserve x intrinsic growth."""
+        return patients.kill_reserve * patients.growth * self.log_room_reference
 
     def innate_kill(self, state: SimState, patients: Patients) -> tuple[torch.Tensor, ...]:
         """Per-tumor-cell daily kill by NK cells and by M1 macrophages, each ``(n,)``."""
@@ -225,8 +255,8 @@ class Dynamics:
     # ------------------------------------------------------------------ step
     def allowed(self, state: SimState) -> torch.Tensor:
         """``(n, 5)`` bool: therapies that may be given today (alive, not held or stopped)."""
-        return (state.alive[:, None] & ~state.stopped
-                & (state.day[:, None] >= state.hold_until))
+        tox = state.tox
+        return state.alive[:, None] & ~tox.stopped & (state.day[:, None] >= tox.hold_until)
 
     def step(
         self,
@@ -236,6 +266,7 @@ class Dynamics:
         generator: torch.Generator,
         irae_rules: torch.Tensor,
         *,
+        rules: ProtocolRules = DEFAULT_RULES,
         hold_tumor: bool = False,
     ) -> SimState:
         """Advance every patient by one day.
@@ -248,56 +279,64 @@ class Dynamics:
             Per-patient parameters.
         dose
             ``(n, 5)`` doses scheduled today, in THERAPIES order (multiples of the standard
-            dose; Gy for radiotherapy). Held or stopped therapies are not given.
+            dose; Gy for radiotherapy). The protocol decides what is given.
         generator
             The seeded generator every draw comes from.
         irae_rules
-            ``(n, 5)`` or ``(5,)`` long codes (0 continue, 1 hold, 2 stop) applied when a
-            grade >= 3 irAE occurs.
+            ``(n, 5)`` or ``(5,)`` long codes (0 continue, 1 hold, 2 stop): what a grade 3
+            irAE does to each therapy (grade 4 and recurrences always stop).
+        rules
+            The protocol rules (:class:`~immunegym.sim.toxicity.ProtocolRules`).
         hold_tumor
             Keep the tumor clones fixed (used to relax the immune compartments at baseline).
 
         Returns
         -------
         SimState
-            Tomorrow's state; dead patients are carried unchanged.
+            Tomorrow's state (dead patients are carried unchanged); its ``given`` holds the
+            doses actually given today.
         """
         r = self.r
-        dose = dose * self.allowed(state)
-        antibody = state.antibody.clone()
-        antibody[:, :, 0] += dose[:, [_PD1, _CTLA4]] * self.antibody_nmol
-        chemo = state.chemo + dose[:, _CHEMO]
-        targeted = state.targeted + dose[:, _TARGETED]
+        n = state.cells.shape[0]
+        rules_t = irae_rules.expand(n, -1) if irae_rules.dim() == 1 else irae_rules
+        tox, given = self.toxicity.administer(state.tox, dose, state.day, state.alive, rules)
+        antibody, chemo, targeted = self.pk.dose(state.antibody, state.chemo, state.targeted,
+                                                 given)
+        exposure = self.pk.exposure(antibody, chemo, targeted)
         pre = replace(state, antibody=antibody, chemo=chemo, targeted=targeted)
-        sig = self.signals(pre, patients)
+        sig = self.signals(pre, patients, exposure)
 
         cells = state.cells
         tumor = cells[:, :N_CLONES].sum(-1).clamp_min(1.0)
-        n = cells.shape[0]
         births = torch.zeros_like(cells)
         out_rate = self.death.expand(n, -1).clone()
 
         # --- tumor -------------------------------------------------------------
         log_room = torch.log(r["tumor_capacity"] / tumor).clamp_min(0)
         growth = patients.growth * log_room
-        tgt = patients.targeted_sensitivity * sig.targeted_effect
-        sensitive_growth = growth * (1 - tgt.clamp(max=1))
-        divisions = sensitive_growth * cells[:, _MS]
+        # Targeted therapy reaches only driver-positive tumors: it blocks the sensitive
+        # clone's proliferation and kills it (oncogene addiction).
+        blocked = patients.driver * sig.targeted_effect
+        divisions = growth * (1 - r["targeted_growth_block"] * blocked) * cells[:, _MS]
         births[:, _MS] = divisions
         births[:, _MR] = growth * cells[:, _MR] + r["resistance_mutation"] * divisions
-        births[:, _ME] = growth * cells[:, _ME] + r["resistance_mutation"] * divisions
+        births[:, _ME] = growth * cells[:, _ME] + r["escape_mutation"] * divisions
         nk_kill, m1_kill = self.innate_kill(state, patients)
         chemo_tumor = r["chemo_kill_tumor"] * patients.chemo_sensitivity * sig.chemo_effect
         common = nk_kill + m1_kill + chemo_tumor
-        out_rate[:, _MS] = common + sig.cd8_kill + 0.03 * tgt
+        out_rate[:, _MS] = common + sig.cd8_kill + patients.targeted_sensitivity * blocked
         out_rate[:, _MR] = common + sig.cd8_kill
-        out_rate[:, _ME] = common + nk_kill  # MHC-I-low: missing-self NK recognition
+        # MHC-I-low: mostly invisible to CD8 T cells, seen by NK cells (missing self).
+        out_rate[:, _ME] = common + nk_kill + r["escape_cd8_visibility"] * sig.cd8_kill
 
         # --- CD8 T cells ----------------------------------------------------------
         priming, help_factor = self.priming(state, patients, sig)
-        niche = 1 - cells[:, _TPEX] / (r["tpex_capacity"] * tumor)
+        capacity = r["tpex_capacity"] * tumor + state.memory
+        niche = 1 - cells[:, _TPEX] / capacity.clamp_min(1.0)
         renew = r["tpex_self_renewal"] * (1 + r["pd1_tpex_boost"] * sig.occupancy_pd1)
-        births[:, _TPEX] = priming + renew * niche.clamp_min(0) * cells[:, _TPEX]
+        # Memory precursors re-enter the Tpex pool (recall), so responses outlive the drug.
+        recall = r["memory_recall"] * state.memory
+        births[:, _TPEX] = priming + recall + renew * niche.clamp_min(0) * cells[:, _TPEX]
         out_rate[:, _TPEX] += renew * (-niche).clamp_min(0)
         diff_rate = r["tpex_differentiation"] * (
             1 + r["pd1_differentiation_boost"] * sig.occupancy_pd1)
@@ -310,7 +349,8 @@ class Dynamics:
         env = torch.exp(sd * noise - 0.5 * sd * sd)
         factor = torch.ones_like(cells)
         factor[:, [_MEM, _NK, _B]] = patients.infiltration[:, None]
-        factor[:, _CD4] = patients.infiltration * (1 + r["ctla4_cd4_boost"] * sig.occupancy_ctla4)
+        factor[:, _CD4] = patients.infiltration * (
+            1 + r["ctla4_cd4_boost"] * sig.occupancy_ctla4)
         factor[:, _TREG] = patients.infiltration * patients.treg * (
             1 + r["ctla4_treg_recruitment"] * sig.occupancy_ctla4)
         factor[:, _CDC1] = patients.cdc1 * (1 + r["radio_priming_boost"] * state.radio_boost)
@@ -348,20 +388,18 @@ class Dynamics:
         gained[:, 0] = flow[:, 0] * r["effector_burst"]
         new_cells = (cells + born - leave).index_add(1, self.flow_dst, gained).clamp_min(0)
 
-        # --- radiotherapy: linear-quadratic survival in the irradiated field --------
-        gy = dose[:, _RADIO]
+        # --- radiotherapy: linear-quadratic survival in the irradiated lesion ----------
+        gy = given[:, RADIO]
         alpha_tumor = r["radio_alpha_tumor"] * patients.radio_sensitivity
         alpha = self.radio_alpha.expand(n, -1).clone()
         alpha[:, :N_CLONES] = alpha_tumor[:, None]
         beta = alpha / r["radio_alpha_beta"]
         survival = torch.exp(-(alpha * gy[:, None] + beta * gy[:, None].square()))
-        # The field is one lesion: a new course irradiates `radio_field_fraction` of the
-        # burden; later fractions of the course hit what survives in that same field.
-        new_course = state.radio_boost < 0.05
-        share = torch.where(new_course, torch.full_like(state.field_share,
-                                                        r["radio_field_fraction"]),
-                            state.field_share)
+        # The lesion is chosen at the first fraction (`radio_field_fraction` of the burden)
+        # and keeps its share of the tumor afterwards; later courses treat it again.
         irradiated = gy > 0
+        share = torch.where(state.field_share > 0, state.field_share,
+                            torch.full_like(state.field_share, r["radio_field_fraction"]))
         radio_keep = torch.where(irradiated[:, None], 1 - share[:, None] * (1 - survival),
                                  torch.ones_like(survival))
         tumor_keep = radio_keep[:, 0]
@@ -376,35 +414,26 @@ class Dynamics:
         if hold_tumor:
             new_cells[:, :N_CLONES] = cells[:, :N_CLONES]
 
-        # --- drugs decay ------------------------------------------------------------
-        antibody = self._pk(antibody)
-        chemo = chemo * math.exp(-r["chemo_decay"])
-        targeted = targeted * math.exp(-math.log(2) / r["targeted_half_life"])
+        # --- memory, drugs, signals carried to tomorrow -----------------------------------
+        memory = torch.maximum(state.memory * self.memory_keep,
+                               r["memory_fraction"] * new_cells[:, _TPEX])
+        antibody, chemo, targeted = self.pk.decay(antibody, chemo, targeted)
         today_release = (radio_killed + chemo_killed) / tumor
         antigen_release = 0.9 * state.antigen_release + 0.1 * today_release.clamp(max=1)
-        radio_boost = state.radio_boost * math.exp(-r["radio_boost_decay"]) + (gy > 0).float()
+        radio_boost = state.radio_boost * math.exp(-r["radio_boost_decay"]) + irradiated.float()
 
-        # --- immune-related adverse events ----------------------------------------
-        hazard = patients.irae_susceptibility * (
-            r["irae_hazard_pd1"] * sig.occupancy_pd1
-            + r["irae_hazard_ctla4"] * sig.occupancy_ctla4
-            + r["irae_interaction"] * r["irae_hazard_ctla4"]
-            * sig.occupancy_pd1 * sig.occupancy_ctla4)
-        u = torch.rand(n, generator=generator, device=cells.device)
-        event = (u < -torch.expm1(-hazard)) & ~state.irae & state.alive
-        rules = irae_rules.expand(n, -1) if irae_rules.dim() == 1 else irae_rules
-        hold_until = torch.where(
-            event[:, None] & (rules == 1),
-            state.day[:, None] + int(r["irae_hold_days"]), state.hold_until)
-        stopped = state.stopped | (event[:, None] & (rules == 2))
-        irae = state.irae | event
-        irae_day = torch.where(event, state.day, state.irae_day)
+        # --- toxicity -------------------------------------------------------------------
+        tox = self.toxicity.step(tox, patients.toxicity, exposure, given, state.day,
+                                 state.alive, rules_t, rules, generator)
 
-        # --- tumor-related death ------------------------------------------------------
+        # --- death ----------------------------------------------------------------------
         burden = new_cells[:, :N_CLONES].sum(-1) / r["lethal_burden"]
         death_hazard = r["death_hazard_at_lethal"] * burden.square()
         u = torch.rand(n, generator=generator, device=cells.device)
-        dies = (u < -torch.expm1(-death_hazard)) & state.alive & (state.day >= 0)
+        tumor_death = (u < -torch.expm1(-death_hazard)) & state.alive & (state.day >= 0)
+        tox = replace(tox, death_cause=torch.where(
+            tumor_death & (tox.death_cause == 0), TUMOR_DEATH, tox.death_cause))
+        dies = state.alive & (tox.death_cause > 0)
         alive = state.alive & ~dies
         death_day = torch.where(dies, state.day, state.death_day)
 
@@ -413,20 +442,9 @@ class Dynamics:
         return SimState(
             cells=new_cells, antibody=antibody, chemo=chemo, targeted=targeted,
             antigen_release=antigen_release, radio_boost=radio_boost, field_share=field_share,
-            day=state.day + 1, alive=alive, death_day=death_day, irae=irae,
-            irae_day=irae_day, hold_until=hold_until, stopped=stopped,
+            memory=memory, given=given, day=state.day + 1, alive=alive, death_day=death_day,
+            tox=tox,
         )
-
-    def _pk(self, antibody: torch.Tensor) -> torch.Tensor:
-        """One day of two-compartment antibody kinetics (4 explicit sub-steps)."""
-        central, peripheral = antibody[:, :, 0], antibody[:, :, 1]
-        h = 0.25
-        for _ in range(4):
-            to_p = self.k12 * central * h
-            to_c = self.k21 * peripheral * h
-            central = central - self.k10 * central * h - to_p + to_c
-            peripheral = peripheral + to_p - to_c
-        return torch.stack([central, peripheral], dim=-1)
 
     def _draw(self, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Event counts with the given means: Poisson when small, Langevin when large."""

@@ -99,6 +99,12 @@ class RecistTracker:
         self.nadir = torch.where(active, torch.minimum(self.nadir, sod), self.nadir)
         return progressed
 
+    def exclude(self, rows: torch.Tensor, keep: float) -> None:
+        """A lesion leaves the target sum in ``rows`` (``(n,)`` bool): the baseline and nadir
+        shrink by ``keep`` (the remaining lesions' share of the sum of diameters)."""
+        self.baseline = torch.where(rows, self.baseline * keep, self.baseline)
+        self.nadir = torch.where(rows, self.nadir * keep, self.nadir)
+
     def best_overall(self) -> torch.Tensor:
         """``(n,)`` best overall response codes."""
         best = self.best.clone()

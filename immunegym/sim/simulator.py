@@ -27,6 +27,7 @@ from immunegym.sim.patients import (
 )
 from immunegym.sim.state import Patients, SimState
 from immunegym.sim.therapy import Regimen, dose_calendar, parse_regimen
+from immunegym.sim.toxicity import DEFAULT_RULES, STOP_PROGRESSION, ProtocolRules
 
 MAX_DAYS = 3650
 """Longest horizon :meth:`ImmuneSim.run` accepts (10 years)."""
@@ -34,18 +35,22 @@ MAX_DAYS = 3650
 
 @dataclass(frozen=True)
 class ImagingSchedule:
-    """When scans happen: intervals drawn uniformly in ``interval_days`` (inclusive), and in
+    """When scans happen: the first on ``first_scan_day`` (or one interval after baseline
+    when ``None``), then intervals drawn uniformly in ``interval_days`` (inclusive), and in
     ``late_interval_days`` after ``late_after_day``."""
 
     interval_days: tuple[int, int] = (42, 42)
     late_interval_days: tuple[int, int] = (84, 84)
     late_after_day: int = 364
+    first_scan_day: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("interval_days", "late_interval_days"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise ValueError(f"{name}: expected 1 <= low <= high, got {(lo, hi)}")
+        if self.first_scan_day is not None and not 1 <= self.first_scan_day <= 365:
+            raise ValueError(f"first_scan_day: expected 1..365 days, got {self.first_scan_day}")
 
 
 TRIAL_IMAGING = ImagingSchedule()
@@ -57,6 +62,12 @@ COHORT_IMAGING = ImagingSchedule((42, 63), (42, 63), 10**9)
 SIGNAL_NAMES: tuple[str, ...] = ("ifn_gamma", "tgf_beta", "il10", "pdl1", "h_pd1",
                                  "occupancy_pd1", "occupancy_ctla4", "cd8_kill")
 """Signals stored with recorded states (for expression modelling and plots)."""
+
+TOXICITY_TRACE: tuple[str, ...] = ("anc", "load", "ae_count", "irae_count", "fn_episodes",
+                                   "delays")
+"""Toxicity quantities stored with recorded states: neutrophils (x 1e9/L), toxicity load,
+and cumulative counts of grade >= 3 events, grade >= 3 irAEs, febrile neutropenia and chemo
+delays."""
 
 
 @dataclass
@@ -82,9 +93,10 @@ class Simulation:
         holds the day-0 reading.
     given
         ``(n, days, 5)`` doses actually given (after holds and stops), when recorded.
-    record_days, cells, signals
+    record_days, cells, signals, toxicity
         Recorded hidden states: ``(R,)`` days, ``(R, n, 22)`` compartment counts, ``(R, n, S)``
-        signals (:data:`SIGNAL_NAMES`), when recorded.
+        signals (:data:`SIGNAL_NAMES`) and ``(R, n, T)`` toxicity (:data:`TOXICITY_TRACE`),
+        when recorded.
     """
 
     patients: Patients
@@ -100,6 +112,7 @@ class Simulation:
     record_days: np.ndarray | None = None
     cells: np.ndarray | None = None
     signals: np.ndarray | None = None
+    toxicity: np.ndarray | None = None
 
 
 class ImmuneSim:
@@ -126,23 +139,30 @@ class ImmuneSim:
         self.generator.manual_seed(int(seed))
 
     # ---------------------------------------------------------------- patients
-    def sample_patients(self, cancer_type: str, n: int) -> Patients:
-        """Draw ``n`` patients of ``cancer_type`` from this simulator's generator."""
-        return sample_patients(self.params, cancer_type, n, self.generator, self.device)
+    def sample_patients(self, cancer_type: str, n: int, *, driver: str | None = None
+                        ) -> Patients:
+        """Draw ``n`` patients of ``cancer_type`` from this simulator's generator.
+
+        ``driver`` selects driver-positive (the driver's name) or ``"wild_type"`` patients
+        (:func:`~immunegym.sim.patients.sample_patients`).
+        """
+        return sample_patients(self.params, cancer_type, n, self.generator, self.device,
+                               driver=driver)
 
     def reset(self, patients: Patients,
               burn_in_days: int = BURN_IN_DAYS) -> tuple[Patients, SimState]:
         """Day-0 states of ``patients`` (immune compartments relaxed, no drug).
 
-        Returns the patients too: their growth is raised where needed so that every tumor
-        is in the escape phase at day 0 (:func:`~immunegym.sim.patients.escape_phase`).
+        Returns the patients too, put in the escape phase of immunoediting
+        (:func:`~immunegym.sim.patients.escape_phase`).
         """
         return initial_state(patients, self.dynamics, self.generator, burn_in_days)
 
     def step(self, state: SimState, patients: Patients, dose: torch.Tensor,
-             irae_rules: torch.Tensor) -> SimState:
+             irae_rules: torch.Tensor, *, rules: ProtocolRules = DEFAULT_RULES) -> SimState:
         """One day for every patient (see :meth:`Dynamics.step`)."""
-        return self.dynamics.step(state, patients, dose, self.generator, irae_rules)
+        return self.dynamics.step(state, patients, dose, self.generator, irae_rules,
+                                  rules=rules)
 
     def signals(self, state: SimState, patients: Patients) -> Signals:
         """Quasi-steady signals of a state."""
@@ -161,6 +181,7 @@ class ImmuneSim:
         stop_on_progression: bool = True,
         record_every: int | None = None,
         record_given: bool = False,
+        rules: ProtocolRules = DEFAULT_RULES,
     ) -> Simulation:
         """Simulate ``days`` days from day 0.
 
@@ -184,6 +205,8 @@ class ImmuneSim:
             Record the hidden state every this many days (and on day 0).
         record_given
             Keep the doses actually given per day.
+        rules
+            The protocol rules for toxicity (holds, delays, reductions, stops).
         """
         if not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
             raise ValueError(f"days: expected an integer in 1..{MAX_DAYS}, got {days!r}")
@@ -204,45 +227,60 @@ class ImmuneSim:
             )
         calendar = torch.as_tensor(np.stack([dose_calendar(r, days) for r in parsed]),
                                    device=self.device)
-        rules = torch.as_tensor(np.stack([r.irae_rules() for r in parsed]),
-                                device=self.device)[group]
+        irae_rules = torch.as_tensor(np.stack([r.irae_rules() for r in parsed]),
+                                     device=self.device)[group]
         if state is None:
             patients, state = self.reset(patients)
         rates = self.params.rates
         gen = self.generator
-        baseline = measure_sod(state.tumor, rates, gen)
+        # The irradiated lesion leaves the target sum (RECIST 1.1): scale the baseline and
+        # nadir to the lesions that remain when it is chosen.
+        lesion_keep = (1 - rates["radio_field_fraction"]) ** (1 / 3)
+        baseline = measure_sod(state.target_tumor, rates, gen)
         tracker = RecistTracker.start(baseline)
         next_scan = self._next_scan(torch.zeros(n, dtype=torch.long, device=self.device),
                                     imaging)
+        if imaging.first_scan_day is not None:
+            next_scan = torch.full_like(next_scan, imaging.first_scan_day)
         scan_day, scan_patient, scan_sod = [], [], []
         given = (torch.zeros(n, days, len(THERAPIES), device=self.device)
                  if record_given else None)
-        rec_days, rec_cells, rec_signals = [], [], []
+        rec_days, rec_cells, rec_signals, rec_tox = [], [], [], []
 
         def record(day: int, s: SimState) -> None:
             sig = self.dynamics.signals(s, patients)
             rec_days.append(day)
             rec_cells.append(s.cells.clone())
             rec_signals.append(torch.stack([getattr(sig, k) for k in SIGNAL_NAMES], -1))
+            t = s.tox
+            rec_tox.append(torch.stack([t.anc, t.load, t.ae_count.float(),
+                                        t.irae_count.float(), t.fn_episodes.float(),
+                                        t.delays.float()], -1))
 
         if record_every:
             record(0, state)
         for d in range(days):
             dose = calendar[:, d][group]
+            before = state.field_share
+            state = self.dynamics.step(state, patients, dose, gen, irae_rules, rules=rules)
             if given is not None:
-                given[:, d] = dose * self.dynamics.allowed(state)
-            state = self.dynamics.step(state, patients, dose, gen, rules)
+                given[:, d] = state.given
+            lesion = (before <= 0) & (state.field_share > 0)
+            if bool(lesion.any()):
+                tracker.exclude(lesion, lesion_keep)
             today = d + 1
             due = (next_scan == today) & state.alive
             if bool(due.any()):
-                sod = measure_sod(state.tumor, rates, gen)
+                sod = measure_sod(state.target_tumor, rates, gen)
                 progressed = tracker.update(due, sod, state.day)
                 idx = due.nonzero().squeeze(1)
                 scan_day.append(torch.full_like(idx, today))
                 scan_patient.append(idx)
                 scan_sod.append(sod[idx])
-                if stop_on_progression:
-                    state = replace(state, stopped=state.stopped | progressed[:, None])
+                if stop_on_progression and bool(progressed.any()):
+                    stop = progressed[:, None].expand_as(state.tox.stopped)
+                    state = replace(state, tox=state.tox.stop(stop, STOP_PROGRESSION,
+                                                              state.day))
                 next_scan = torch.where(due, self._next_scan(next_scan, imaging), next_scan)
             if record_every and today % record_every == 0:
                 record(today, state)
@@ -274,6 +312,7 @@ class ImmuneSim:
             record_days=np.asarray(rec_days) if record_every else None,
             cells=torch.stack(rec_cells).cpu().numpy() if record_every else None,
             signals=torch.stack(rec_signals).cpu().numpy() if record_every else None,
+            toxicity=torch.stack(rec_tox).cpu().numpy() if record_every else None,
         )
 
     def _next_scan(self, day: torch.Tensor, imaging: ImagingSchedule) -> torch.Tensor:

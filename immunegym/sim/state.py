@@ -8,11 +8,13 @@ branched for counterfactuals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 
 from immunegym.ontology import FINE_TYPES
+from immunegym.sim.toxicity import ToxPatients, ToxState
+from immunegym.sim.tree import TensorTree
 
 MALIGNANT_CLONES: tuple[str, ...] = (
     "malignant_sensitive", "malignant_resistant", "malignant_escape",
@@ -37,30 +39,8 @@ def compartments_to_fine(cells: torch.Tensor) -> torch.Tensor:
     return torch.cat([malignant, cells[..., N_CLONES:]], dim=-1)
 
 
-class _TensorTree:
-    """Shared helpers for dataclasses whose fields are tensors with a leading batch axis."""
-
-    def to(self, device: torch.device | str):
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
-
-    def index(self, rows: torch.Tensor | slice):
-        """The patients at ``rows`` (a slice, index tensor or boolean mask)."""
-        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
-
-    @classmethod
-    def concat(cls, items):
-        first = items[0]
-        return replace(
-            first, **{f.name: torch.cat([getattr(i, f.name) for i in items]) for f in fields(first)}
-        )
-
-    @property
-    def n(self) -> int:
-        return int(getattr(self, fields(self)[0].name).shape[0])
-
-
 @dataclass(frozen=True)
-class Patients(_TensorTree):
+class Patients(TensorTree):
     """Per-patient parameters, drawn around the cancer-type means.
 
     All tensors have shape ``(n,)``; indices refer to the cancer-type and phenotype tuples of
@@ -70,24 +50,37 @@ class Patients(_TensorTree):
     cancer: torch.Tensor            # long: index into the sorted cancer-type ids
     phenotype: torch.Tensor         # long: 0 hot, 1 excluded, 2 desert
     growth: torch.Tensor            # Gompertz coefficient r (/d): growth = r ln(K/T)
+    kill_reserve: torch.Tensor      # most CD8 kill possible, in units of intrinsic growth
     antigenicity: torch.Tensor      # priming multiplier
     infiltration: torch.Tensor      # T/NK/B recruitment multiplier (phenotype x patient)
     contact: torch.Tensor           # fraction of T cells in contact with tumor
     cdc1: torch.Tensor              # cDC1 recruitment multiplier
     caf: torch.Tensor               # CAF density multiplier
-    treg: torch.Tensor              # Treg recruitment multiplier (set by the escape phase)
+    treg: torch.Tensor              # Treg recruitment multiplier
+    treg_potency: torch.Tensor      # CTLA-4-dependent Treg suppression (escape phase; >= 1)
+    escape_via_treg: torch.Tensor   # 1.0: the tumor escapes through Treg, else PD-L1
     pdl1: torch.Tensor              # baseline PD-L1 signal (units of Q50)
     ctla4_depletion: torch.Tensor   # anti-CTLA-4 ADCC efficiency
     chemo_sensitivity: torch.Tensor
-    targeted_sensitivity: torch.Tensor
+    targeted_sensitivity: torch.Tensor  # targeted-therapy kill of the sensitive clone (/d)
     radio_sensitivity: torch.Tensor
+    driver: torch.Tensor            # 1.0: carries the cancer type's actionable driver
     escape_fraction: torch.Tensor   # immune-escape subclone share at baseline
     irae_susceptibility: torch.Tensor
+    anc_baseline: torch.Tensor      # neutrophils x 1e9/L
+    marrow_sensitivity: torch.Tensor
+    ae_susceptibility: torch.Tensor
     baseline_tumor: torch.Tensor    # tumor cells at day 0
+
+    @property
+    def toxicity(self) -> ToxPatients:
+        """The toxicity parameters (:class:`~immunegym.sim.toxicity.ToxPatients`)."""
+        return ToxPatients(self.irae_susceptibility, self.anc_baseline,
+                           self.marrow_sensitivity, self.ae_susceptibility)
 
 
 @dataclass(frozen=True)
-class SimState(_TensorTree):
+class SimState(TensorTree):
     """Everything that changes day by day, for ``n`` patients.
 
     Attributes
@@ -105,21 +98,22 @@ class SimState(_TensorTree):
     radio_boost
         ``(n,)`` decaying radiotherapy-induced cDC1 recruitment signal.
     field_share
-        ``(n,)`` share of tumor cells inside the irradiated field during a course.
+        ``(n,)`` share of tumor cells inside the irradiated lesion (0 before radiotherapy);
+        that lesion leaves the RECIST target sum (RECIST 1.1).
+    memory
+        ``(n,)`` tumor-specific memory precursors that outlive the tumor (a floor of the
+        Tpex niche).
+    given
+        ``(n, 5)`` doses actually given on the previous day (after the protocol rules).
     day
         ``(n,)`` long, days since baseline (negative during burn-in).
     alive
         ``(n,)`` bool.
     death_day
         ``(n,)`` long, day of death or -1.
-    irae
-        ``(n,)`` bool, a grade >= 3 irAE has occurred.
-    irae_day
-        ``(n,)`` long, day of the first grade >= 3 irAE or -1.
-    hold_until
-        ``(n, 5)`` long, a therapy is held until this day (irAE rule "hold").
-    stopped
-        ``(n, 5)`` bool, a therapy is permanently stopped (irAE "stop" or progression).
+    tox
+        Toxicity and treatment-administration state (:class:`ToxState`): neutrophils,
+        adverse events, holds, delays, reductions, stops, cause of death.
     """
 
     cells: torch.Tensor
@@ -129,18 +123,37 @@ class SimState(_TensorTree):
     antigen_release: torch.Tensor
     radio_boost: torch.Tensor
     field_share: torch.Tensor
+    memory: torch.Tensor
+    given: torch.Tensor
     day: torch.Tensor
     alive: torch.Tensor
     death_day: torch.Tensor
-    irae: torch.Tensor
-    irae_day: torch.Tensor
-    hold_until: torch.Tensor
-    stopped: torch.Tensor
+    tox: ToxState
 
     @property
     def tumor(self) -> torch.Tensor:
         """``(n,)`` malignant cells over all subclones."""
         return self.cells[:, :N_CLONES].sum(-1)
+
+    @property
+    def target_tumor(self) -> torch.Tensor:
+        """``(n,)`` malignant cells outside the irradiated lesion (the RECIST target sum)."""
+        return self.tumor * (1 - self.field_share)
+
+    @property
+    def irae(self) -> torch.Tensor:
+        """``(n,)`` bool: a grade >= 3 immune-related adverse event has occurred."""
+        return self.tox.irae_count > 0
+
+    @property
+    def irae_day(self) -> torch.Tensor:
+        """``(n,)`` day of the first grade >= 3 irAE, or -1."""
+        return self.tox.irae_day
+
+    @property
+    def stopped(self) -> torch.Tensor:
+        """``(n, 5)`` bool: a therapy is permanently stopped (toxicity or progression)."""
+        return self.tox.stopped
 
     def fine_counts(self) -> torch.Tensor:
         """``(n, 20)`` counts over the fine ontology types."""

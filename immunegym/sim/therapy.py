@@ -21,9 +21,37 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from immunegym.data.vocab import NO_THERAPY, THERAPIES
+from immunegym.sim.toxicity import IRAE_RULES
 
-IRAE_RULES: tuple[str, ...] = ("continue", "hold", "stop")
-"""What a grade >= 3 immune-related adverse event does to a therapy."""
+MAX_DOSE: dict[str, float] = {
+    # Pembrolizumab 10 mg/kg (~750 mg, KEYNOTE-002/-010) is 3.75 x 200 mg.
+    "anti_pd1": 4.0,
+    # Ipilimumab 10 mg/kg (CA184-169, adjuvant EORTC 18071) is 3.3 x 3 mg/kg.
+    "anti_ctla4": 3.5,
+    # Cytotoxic doses are limited by the marrow: no regimen goes beyond ~1.5 x standard.
+    "chemo": 1.5,
+    # Gy per fraction: single-fraction radiosurgery reaches ~24 Gy.
+    "radio": 24.0,
+    # Oral targeted therapy: dose escalation beyond 2 x is not given.
+    "targeted": 2.0,
+}
+"""Largest dose per administration (a multiple of the standard dose; Gy for radiotherapy).
+Higher doses are an input error: beyond the standard dose, checkpoint occupancy is saturated
+and only toxicity rises."""
+
+
+def check_dose(therapy: str, dose: float, field: str = "dose") -> float:
+    """``dose`` as a float, or a clear error if it is negative, not finite or above
+    :data:`MAX_DOSE`."""
+    if isinstance(dose, bool) or not isinstance(dose, (int, float)) or not math.isfinite(dose):
+        raise ValueError(f"{field}: expected a finite number for {therapy}, got {dose!r}")
+    if dose < 0:
+        raise ValueError(f"{field}: expected a non-negative dose for {therapy}, got {dose}")
+    if dose > MAX_DOSE[therapy]:
+        unit = "Gy per fraction" if therapy == "radio" else "x the standard dose"
+        raise ValueError(f"{field}: {dose} for {therapy} is above the allowed maximum of "
+                         f"{MAX_DOSE[therapy]} {unit}")
+    return float(dose)
 
 
 @dataclass(frozen=True)
@@ -47,8 +75,10 @@ class TherapySchedule:
     doses
         Per-dose amounts for ``days`` (defaults to ``dose`` for each).
     on_irae
-        ``"continue"``, ``"hold"`` (pause :data:`RATES` ``irae_hold_days``, then resume) or
-        ``"stop"`` (permanent discontinuation).
+        What a grade 3 immune-related adverse event does: ``"continue"``, ``"hold"`` (pause
+        the protocol's ``irae_hold_days``, then resume) or ``"stop"`` (permanent
+        discontinuation). Grade 4 and recurrent grade 3 events always stop checkpoint
+        inhibitors (:mod:`immunegym.sim.toxicity`).
     """
 
     therapy: str
@@ -67,8 +97,7 @@ class TherapySchedule:
             )
         if self.on_irae not in IRAE_RULES:
             raise ValueError(f"on_irae: got {self.on_irae!r}; expected one of {IRAE_RULES}")
-        if not (math.isfinite(self.dose) and self.dose >= 0):
-            raise ValueError(f"dose: expected a non-negative number, got {self.dose}")
+        check_dose(self.therapy, self.dose)
         if self.interval_days < 1:
             raise ValueError(f"interval_days: expected >= 1, got {self.interval_days}")
         if self.n_doses < 0:
@@ -85,9 +114,8 @@ class TherapySchedule:
         if self.doses is not None:
             if self.days is None:
                 raise ValueError("doses: per-dose amounts need explicit days")
-            bad = [d for d in self.doses if not (math.isfinite(d) and d >= 0)]
-            if bad:
-                raise ValueError(f"doses: expected non-negative numbers, got {bad}")
+            for amount in self.doses:
+                check_dose(self.therapy, amount, "doses")
 
     def dose_days(self) -> list[tuple[int, float]]:
         """(day, dose) pairs of this schedule, in order."""
@@ -104,8 +132,8 @@ class TherapySchedule:
 STANDARD_SCHEDULES: dict[str, TherapySchedule] = {
     # Pembrolizumab 200 mg q3w for up to 35 cycles; grade 3 irAE: hold, then resume.
     "anti_pd1": TherapySchedule("anti_pd1", interval_days=21, n_doses=35, on_irae="hold"),
-    # Ipilimumab 3 mg/kg q3w x4; grade >= 3 irAE: permanent discontinuation.
-    "anti_ctla4": TherapySchedule("anti_ctla4", interval_days=21, n_doses=4, on_irae="stop"),
+    # Ipilimumab 3 mg/kg q3w x4; grade 3 irAE: hold (ASCO 2021; grade 4 stops).
+    "anti_ctla4": TherapySchedule("anti_ctla4", interval_days=21, n_doses=4, on_irae="hold"),
     # Platinum doublet q3w x4 (KEYNOTE-024 control arm: 4-6 cycles).
     "chemo": TherapySchedule("chemo", interval_days=21, n_doses=4),
     # Stereotactic body radiotherapy 8 Gy x 3 to one lesion.
@@ -182,6 +210,10 @@ def parse_regimen(regimen: str | Regimen, *, dose: float = 1.0) -> Regimen:
     if text == NO_THERAPY:
         return Regimen((), NO_THERAPY)
     parts = [p.strip() for p in text.split("+")]
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    if twice:
+        raise ValueError(f"regimen: {regimen!r} names {twice} more than once; each therapy "
+                         f"appears once, from {list(THERAPIES)}")
     unknown = [p for p in parts if p not in THERAPIES]
     if unknown:
         raise ValueError(

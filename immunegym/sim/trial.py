@@ -2,9 +2,12 @@
 
 :func:`run_trial` is the calibration contract: ``run_trial(cancer_type, regimen, n_patients,
 seed)`` returns objective response rate (confirmed RECIST CR + PR, intention to treat), the
-grade >= 3 immune-related adverse event rate and the Kaplan-Meier median progression-free
-survival over :data:`FOLLOW_UP_DAYS`, with 95% confidence intervals (Clopper-Pearson for
-rates; the Kaplan-Meier interval of the median).
+grade >= 3 treatment-related adverse event rates (all, and immune-related), discontinuation
+for toxicity, treatment-related deaths, the median time to response and the Kaplan-Meier
+median progression-free survival over :data:`FOLLOW_UP_DAYS`, with 95% confidence intervals
+(Clopper-Pearson for rates; the Kaplan-Meier interval of the median), and a per-patient
+table. With the same seed the patients are the same whatever the regimen (they are drawn and
+relaxed to day 0 before any regimen applies), so arms can be compared patient by patient.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from scipy import stats
 from immunegym.sim.outcomes import CR, PR, RESPONSE_CODES
 from immunegym.sim.parameters import PHENOTYPES, ParameterSet
 from immunegym.sim.simulator import TRIAL_IMAGING, ImmuneSim, Simulation
-from immunegym.sim.therapy import parse_regimen
+from immunegym.sim.therapy import Regimen, parse_regimen
+from immunegym.sim.toxicity import DEATH_CAUSES, DEFAULT_RULES, ProtocolRules
 
 FOLLOW_UP_DAYS = 730
 """Follow-up of a virtual trial: two years."""
@@ -39,12 +43,25 @@ class TrialResult:
         Confirmed complete responses.
     grade3_irae_rate, grade3_irae_ci
         Patients with a grade >= 3 immune-related adverse event, and its interval.
+    grade3_ae_rate, grade3_ae_ci
+        Patients with any grade >= 3 treatment-related adverse event (irAE, neutropenia,
+        febrile neutropenia, other), and its interval.
+    discontinuation_rate, discontinuation_ci
+        Patients who stopped a therapy for toxicity or became unfit for treatment.
+    treatment_death_rate, treatment_death_ci
+        Patients who died of a treatment-related cause.
+    neutropenia_rate, febrile_neutropenia_rate
+        Patients with grade 3-4 neutropenia (ANC < 1.0 x 1e9/L), and with febrile
+        neutropenia.
+    median_time_to_response_days
+        Median day of the first documented response among responders (``nan`` if none).
     median_pfs_days, median_pfs_ci
         Kaplan-Meier median PFS (``inf`` if not reached) and its 95% interval.
     best_response
         Count of each best overall response.
     patients
-        One row per patient: phenotype, key parameters and outcomes.
+        One row per patient (``patient`` is the same patient in every arm of a seed):
+        phenotype, key parameters, driver status, outcomes and toxicity.
     """
 
     cancer_type: str
@@ -57,6 +74,15 @@ class TrialResult:
     cr_rate: float
     grade3_irae_rate: float
     grade3_irae_ci: tuple[float, float]
+    grade3_ae_rate: float
+    grade3_ae_ci: tuple[float, float]
+    discontinuation_rate: float
+    discontinuation_ci: tuple[float, float]
+    treatment_death_rate: float
+    treatment_death_ci: tuple[float, float]
+    neutropenia_rate: float
+    febrile_neutropenia_rate: float
+    median_time_to_response_days: float
     median_pfs_days: float
     median_pfs_ci: tuple[float, float]
     best_response: dict[str, int]
@@ -66,7 +92,10 @@ class TrialResult:
         """JSON-ready summary (no per-patient table)."""
         return {k: getattr(self, k) for k in (
             "cancer_type", "regimen", "n_patients", "seed", "follow_up_days", "orr", "orr_ci",
-            "cr_rate", "grade3_irae_rate", "grade3_irae_ci", "median_pfs_days",
+            "cr_rate", "grade3_irae_rate", "grade3_irae_ci", "grade3_ae_rate", "grade3_ae_ci",
+            "discontinuation_rate", "discontinuation_ci", "treatment_death_rate",
+            "treatment_death_ci", "neutropenia_rate", "febrile_neutropenia_rate",
+            "median_time_to_response_days", "median_pfs_days",
             "median_pfs_ci", "best_response")}
 
 
@@ -98,29 +127,62 @@ def summarize(sim: Simulation, rows: np.ndarray | slice = slice(None), *, cancer
     """Trial statistics of the patients ``rows`` of a simulation."""
     best = sim.best_response[rows]
     n = int(best.shape[0])
-    responders = int(np.isin(best, (PR, CR)).sum())
-    irae = sim.state.irae.cpu().numpy()[rows]
+    responder = np.isin(best, (PR, CR))
+    tox = sim.state.tox
+
+    def take(t: torch.Tensor) -> np.ndarray:
+        return t.cpu().numpy()[rows]
+
+    irae = take(tox.irae_count) > 0
+    any_ae = take(tox.ae_count) > 0
+    stopped = take(tox.discontinued)
+    tr_death = take(tox.treatment_death)
+    response_day = sim.response_day[rows]
+    ttr = float(np.median(response_day[responder])) if responder.any() else math.nan
     median, median_ci = km_median(sim.pfs_day[rows], sim.pfs_event[rows])
     p = sim.patients
+    index = np.arange(len(sim.best_response))[rows]
     if not isinstance(rows, slice):
-        p = p.index(torch.as_tensor(rows, device=p.cancer.device))
+        p = p.index(torch.as_tensor(index, device=p.cancer.device))
     table = pd.DataFrame({
+        "patient": index,
         "phenotype": [PHENOTYPES[i] for i in p.phenotype.cpu().numpy()],
         "antigenicity": p.antigenicity.cpu().numpy(),
+        "kill_reserve": p.kill_reserve.cpu().numpy(),
         "infiltration": p.infiltration.cpu().numpy(),
         "pdl1": p.pdl1.cpu().numpy(),
+        "driver": p.driver.cpu().numpy() > 0,
         "best_response": [RESPONSE_CODES[i] for i in best],
-        "responder": np.isin(best, (PR, CR)),
+        "responder": responder,
+        "response_day": response_day,
         "pfs_days": sim.pfs_day[rows],
         "pfs_event": sim.pfs_event[rows],
         "irae": irae,
+        "grade3_ae": any_ae,
+        "discontinued": stopped,
+        "worst_neutropenia": take(tox.worst_neutropenia),
+        "febrile_neutropenia": take(tox.fn_episodes) > 0,
+        "death_cause": [DEATH_CAUSES[i] for i in take(tox.death_cause)],
     })
+
+    def rate(flags: np.ndarray) -> tuple[float, tuple[float, float]]:
+        return float(flags.mean()), proportion_ci(int(flags.sum()), n)
+
+    irae_rate, irae_ci = rate(irae)
+    ae_rate, ae_ci = rate(any_ae)
+    stop_rate, stop_ci = rate(stopped)
+    death_rate, death_ci = rate(tr_death)
     return TrialResult(
         cancer_type=cancer_type, regimen=regimen, n_patients=n, seed=seed,
-        follow_up_days=sim.days, orr=responders / n, orr_ci=proportion_ci(responders, n),
-        cr_rate=float((best == CR).mean()), grade3_irae_rate=float(irae.mean()),
-        grade3_irae_ci=proportion_ci(int(irae.sum()), n), median_pfs_days=median,
-        median_pfs_ci=median_ci,
+        follow_up_days=sim.days, orr=float(responder.mean()),
+        orr_ci=proportion_ci(int(responder.sum()), n),
+        cr_rate=float((best == CR).mean()), grade3_irae_rate=irae_rate,
+        grade3_irae_ci=irae_ci, grade3_ae_rate=ae_rate, grade3_ae_ci=ae_ci,
+        discontinuation_rate=stop_rate, discontinuation_ci=stop_ci,
+        treatment_death_rate=death_rate, treatment_death_ci=death_ci,
+        neutropenia_rate=float((table["worst_neutropenia"] >= 3).mean()),
+        febrile_neutropenia_rate=float(table["febrile_neutropenia"].mean()),
+        median_time_to_response_days=ttr, median_pfs_days=median, median_pfs_ci=median_ci,
         best_response={code: int((best == i).sum()) for i, code in enumerate(RESPONSE_CODES)},
         patients=table,
     )
@@ -128,13 +190,15 @@ def summarize(sim: Simulation, rows: np.ndarray | slice = slice(None), *, cancer
 
 def run_trial(
     cancer_type: str,
-    regimen: str,
+    regimen: str | Regimen,
     n_patients: int,
     seed: int,
     *,
     params: ParameterSet | None = None,
     follow_up_days: int = FOLLOW_UP_DAYS,
     device: str = "cpu",
+    driver: str | None = None,
+    rules: ProtocolRules = DEFAULT_RULES,
 ) -> TrialResult:
     """Simulate one trial arm under the regimen's standard schedules.
 
@@ -144,7 +208,7 @@ def run_trial(
         Cancer-type id, e.g. ``"melanoma"``.
     regimen
         Therapy ids joined by ``"+"`` (``"anti_pd1"``, ``"anti_pd1+anti_ctla4"``) or
-        ``"none"``.
+        ``"none"``, or a :class:`~immunegym.sim.therapy.Regimen` with custom schedules.
     n_patients
         Number of virtual patients (>= 1).
     seed
@@ -155,17 +219,23 @@ def run_trial(
         Follow-up in days.
     device
         Torch device.
+    driver
+        Enrol only driver-positive patients (the cancer type's driver name, e.g.
+        ``"BRAF_V600"``) or only ``"wild_type"``; ``None`` for everyone.
+    rules
+        The protocol rules for toxicity.
 
     Returns
     -------
     TrialResult
-        ORR, grade >= 3 irAE rate and median PFS with confidence intervals.
+        Response, toxicity, discontinuation, deaths and PFS with confidence intervals, and
+        the per-patient table.
     """
     if not isinstance(n_patients, int) or isinstance(n_patients, bool) or n_patients <= 0:
         raise ValueError(f"n_patients: expected a positive integer, got {n_patients!r}")
     parsed = parse_regimen(regimen)
     sim = ImmuneSim(params, device=device, seed=seed)
     sim.params.cancer(cancer_type)  # clear error before any work
-    patients = sim.sample_patients(cancer_type, n_patients)
-    course = sim.run(patients, parsed, follow_up_days, imaging=TRIAL_IMAGING)
+    patients = sim.sample_patients(cancer_type, n_patients, driver=driver)
+    course = sim.run(patients, parsed, follow_up_days, imaging=TRIAL_IMAGING, rules=rules)
     return summarize(course, cancer_type=cancer_type, regimen=parsed.name, seed=seed)
