@@ -16,7 +16,7 @@ radiotherapy 2 courses. Every draw comes from the generator passed in.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -69,6 +69,17 @@ def cycle_levels(given_sum: torch.Tensor, cycle_days: int) -> torch.Tensor:
     levels[:, RADIO] = given_sum[:, RADIO] / (RADIO_STANDARD_GY * RADIO_FRACTIONS)
     levels[:, TARGETED] = given_sum[:, TARGETED] / cycle_days
     return levels
+
+
+def lapse_pending(tox: ToxState) -> ToxState:
+    """``tox`` without doses still waiting from an earlier cycle.
+
+    The env's action is the cycle's order: a chemotherapy dose delayed for neutrophils and
+    not given by the end of its cycle lapses, and is given again only if the next cycle
+    orders it (once: a new cycle replaces a missed one). Without this a dose the agent no
+    longer asked for would be given, above the requested level.
+    """
+    return replace(tox, pending=torch.zeros_like(tox.pending))
 
 
 def open_therapies(tox: ToxState, alive: torch.Tensor, day: torch.Tensor) -> torch.Tensor:
@@ -197,9 +208,11 @@ class ToxicityCore:
     def step(self, levels: torch.Tensor, alive: torch.Tensor,
              generator: torch.Generator) -> torch.Tensor:
         """One cycle of dose ``levels`` for rows alive at its start; returns the levels
-        actually given (``(n, R)``)."""
+        actually given (``(n, R)``). Doses still delayed from the last cycle lapse
+        (:func:`lapse_pending`)."""
         given_sum = torch.zeros_like(levels)
         rules_t = self.irae_rules.expand(self.n, -1)
+        self.tox = lapse_pending(self.tox)
         living = alive.clone()
         for d in range(self.cycle_days):
             tox, given = self.toxicity.administer(self.tox, daily_doses(levels, d), self.day,

@@ -10,11 +10,16 @@ ImmuneSim's own model inside that step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from immunegym.env.clinical import STANDARD_IRAE_RULES, cycle_levels, daily_doses
+from immunegym.env.clinical import (
+    STANDARD_IRAE_RULES,
+    cycle_levels,
+    daily_doses,
+    lapse_pending,
+)
 from immunegym.sim import ImmuneSim
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.state import Patients, SimState
@@ -71,9 +76,10 @@ class SimCore:
 
     @torch.no_grad()
     def step(self, levels: torch.Tensor, generator: torch.Generator) -> CycleOutcome:
-        """Advance every row one cycle under dose ``levels`` (``(n, R)``)."""
+        """Advance every row one cycle under dose ``levels`` (``(n, R)``); doses still
+        delayed from the last cycle lapse (:func:`~.clinical.lapse_pending`)."""
         dynamics = self.sim.dynamics
-        state = self.state
+        state = replace(self.state, tox=lapse_pending(self.state.tox))
         lesion_before = state.field_share > 0
         given = torch.zeros_like(levels)
         for d in range(self.cycle_days):

@@ -48,7 +48,9 @@ class ImmuneWorldEnv(gym.Env):
     for any further treatment. Ipilimumab is capped at 4 doses, chemotherapy at 6 cycles,
     radiotherapy at 2 courses. Doses above the standard add toxicity, not efficacy
     (checkpoint occupancy saturates). A forbidden therapy is withheld, not an error;
-    ``info["given"]`` says what was actually given (delayed or reduced doses included).
+    ``info["given"]`` says what was actually given (delayed or reduced doses included). The
+    action is the cycle's order: a chemotherapy dose still delayed at the cycle's end lapses,
+    so nothing is given that the current action does not ask for.
 
     ## Observation space
     ``Box(44,)`` float32 (``observation_type="flat"``), or a ``Dict`` of the same fields
