@@ -249,6 +249,8 @@ horizon = 3
     (GOOD_TOML + "[reward]\ntumour = 1.0\n", ["reward", "tumour"]),
     (GOOD_TOML + "[reward]\ntumor = \"big\"\n", ["reward.tumor"]),
     (GOOD_TOML + "[observation]\nimaging_cv = 3.0\n", ["imaging_cv"]),
+    # ImmuneSim models adverse events now: the old per-cycle table is an unknown section.
+    (GOOD_TOML + "[toxicity]\nae_per_cycle = {chemo = 0.1}\n", ["[toxicity]"]),
     (GOOD_TOML + "[[[not toml\n", ["not valid TOML"]),
 ])
 def test_bad_scenario_file_names_file_and_key(tmp_path, text, expected):
@@ -295,7 +297,8 @@ def test_bad_scenario_value_names_section_and_toml_key(tmp_path, section, key, v
     ("dose_levels", (0.0, math.nan)), ("menu", ()), ("menu", ("anti_pd2",)),
     ("biopsy_cells", -1), ("imaging_cv", 2.0), ("biopsy_every", 0), ("scan_every", 0),
     ("cancer_types", {"melanoma": -1.0}), ("cancer_types", {"melanoma": 0.0}),
-    ("ae_per_cycle", {"surgery": 0.1}), ("ae_per_cycle", {"chemo": 1.5}), ("reward", "high"),
+    # Above chemotherapy's allowed maximum (1.5 x the standard dose).
+    ("dose_levels", (0.0, 1.0, 2.0)), ("dose_levels", (0.0, 1.6)), ("reward", "high"),
     # Not validated by Scenario (yet): a number as the patient source, and a TOML string
     # "false" that would silently mean True.
     ("patient_source", 7), ("terminate_on_progression", "false"),
@@ -729,38 +732,50 @@ def test_vector_returns_are_not_changed_by_later_steps(simulator):
 
 # ============================================================================ clinical rules
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_irae_stops_ctla4_and_holds_pd1(simulator):
+def test_irae_holds_or_stops_checkpoint_inhibitors(simulator):
+    """A grade 3 irAE holds both checkpoint inhibitors 42 days, then they resume; grade 4 or
+    a recurrence stops them for good. The mask follows ``held`` and ``discontinued``."""
     n, horizon = 128, 8
     env = _vector(simulator, n, horizon=horizon, terminate_on_progression=False)
     obs, info = env.reset(seed=2)
     action = np.zeros((n, len(THERAPIES)), dtype=np.int64)
     action[:, [PD1, CTLA4]] = 2
-    irae_at = np.full(n, -1)
+    checkpoints = [PD1, CTLA4]
     in_episode = np.ones(n, dtype=bool)
-    early = 0
-    for step in range(1, horizon + 1):
-        prev_mask = info["action_mask"]
+    ever_held = np.zeros(n, dtype=bool)
+    resumed = stopped = irae = 0
+    for _ in range(horizon):
+        prev_mask, prev_discontinued = info["action_mask"], info["discontinued"]
         obs, reward, terminated, truncated, info = env.step(action)
-        rows = np.flatnonzero(in_episode)
+        live = in_episode & ~info["died"]
         # Forbidden therapies are withheld.
-        for i in rows:
-            if irae_at[i] > 0:
-                assert not prev_mask[i, CTLA4, 1:].any()
-                assert info["given"][i, CTLA4] == 0
-        new = info["irae"] & in_episode
-        irae_at[new] = step
-        early += int(np.sum(new & (step < 4)))
-        for i in rows:
-            if irae_at[i] < 0 or info["died"][i]:
-                continue
-            # Anti-CTLA-4 is stopped for good, anti-PD-1 held 42 days (2 cycles).
-            assert not info["action_mask"][i, CTLA4, 1:].any(), (i, step)
-            held = step - irae_at[i] < 2
-            assert info["action_mask"][i, PD1, 1:].all() == (not held), (i, step)
-            assert obs[i, env._parts.observations.slices["irae"]][0] == 1.0
+        assert np.all(info["given"][in_episode][~prev_mask[in_episode][..., 1:].any(-1)] == 0)
+        # A stop is for good.
+        assert np.all(info["discontinued"][in_episode] >= prev_discontinued[in_episode])
+        held, discontinued = info["held"][live], info["discontinued"][live]
+        allowed = info["action_mask"][live][..., 1:].any(-1)
+        # anti-PD-1 has no course cap: the toxicity rules alone decide it.
+        np.testing.assert_array_equal(allowed[:, PD1], ~held[:, PD1] & ~discontinued[:, PD1])
+        assert not np.any(allowed[:, CTLA4] & (held[:, CTLA4] | discontinued[:, CTLA4]))
+        # An irAE this cycle leaves both checkpoint inhibitors held or stopped.
+        new = info["irae"][live]
+        off = held[:, checkpoints] | discontinued[:, checkpoints]
+        assert off[new].all()
+        # The hold lasts 42 days from the event, within this cycle.
+        days = env.engine._day()[torch.as_tensor(live)].numpy()
+        np.testing.assert_array_equal(days, info["day"][live])
+        until = env.engine.tox.hold_until[torch.as_tensor(live)].numpy()[:, PD1]
+        wait = until - days
+        on_hold = held[:, PD1] & ~discontinued[:, PD1]
+        assert np.all((wait[on_hold] > 0) & (wait[on_hold] <= 42))
+        resumed += int(np.sum(ever_held[live] & allowed[:, PD1]))
+        ever_held[np.flatnonzero(live)[on_hold]] = True
+        stopped += int(np.sum(new & discontinued[:, PD1]))
+        irae += int(new.sum())
         in_episode &= ~(terminated | truncated)
-    assert (irae_at > 0).any(), "no irAE happened; the test did not exercise the rule"
-    assert early > 0, "no irAE before the 4-dose cap; the stop rule was not isolated"
+    assert irae > 0, "no irAE happened; the test did not exercise the rules"
+    assert resumed > 0, "no held checkpoint inhibitor resumed; the hold was not exercised"
+    assert stopped > 0, "no irAE stopped the checkpoint inhibitors for good"
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
@@ -861,10 +876,10 @@ def test_render_ansi_one_line_per_cycle(simulator):
 
 # ============================================================================ codecs
 def test_multidiscrete_levels_to_doses():
-    codec = ActionCodec(Scenario(dose_levels=(0.0, 0.25, 1.0, 2.0)))
+    codec = ActionCodec(Scenario(dose_levels=(0.0, 0.25, 1.0, 1.5)))
     assert codec.space == gym.spaces.MultiDiscrete([4] * len(THERAPIES))
     doses = codec.doses(np.array([[0, 1, 2, 3, 1], [3, 3, 0, 0, 2]]), 2)
-    np.testing.assert_array_equal(doses, [[0, 0.25, 1, 2, 0.25], [2, 2, 0, 0, 1]])
+    np.testing.assert_array_equal(doses, [[0, 0.25, 1, 1.5, 0.25], [1.5, 1.5, 0, 0, 1]])
     assert doses.dtype == np.float32
     allowed = np.array([[True, False, True, True, True]])
     mask = codec.mask(allowed)
