@@ -2,7 +2,8 @@
 
 For now: (1) the real Sade-Feldman 2018 melanoma cohort, harmonized onto the unified
 ontology, pre-treatment responders vs non-responders as a table and a stacked-bar figure;
-(2) one ImmuneSim virtual patient followed under two regimens from the same hidden state;
+(2) one ImmuneSim virtual patient followed under two regimens from the same hidden state,
+and one patient's neutrophils and toxicity events under chemotherapy next to the tumor;
 (3) the pretrained world model forecasting a held-out patient from its baseline biopsy,
 against ImmuneSim's truth; (4) one episode of ``ImmuneWorld-v0`` and the same patient in
 ``ImmuneSim-v0`` under anti-PD-1, rendered. A later issue adds the planners.
@@ -93,6 +94,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
     )
     console.print(f"wrote {path}")
     simulated_patient(out_dir, console=console)
+    chemo_toxicity(out_dir, console=console)
     held_out_forecast(out_dir, console=console)
     env_episode(out_dir, console=console)
     planner_leaderboard(out_dir, console=console)
@@ -149,6 +151,160 @@ def simulated_patient(out_dir: str | os.PathLike[str] = "immunegym-out",
     path = patient_courses(courses, Path(out_dir) / "immunesim_patient_two_regimens.png",
                            title=f"Virtual {cancer_type} patient ({phenotype} phenotype): "
                                  f"{' vs '.join(regimens)}", names=names)
+    console.print(f"wrote {path}")
+    return path
+
+
+COUNTED_EVENTS: dict[str, str] = {
+    "ae_count": "grade>=3 event", "fn_episodes": "febrile neutropenia",
+    "delays": "chemo delayed",
+}
+"""Cumulative counts of :data:`~immunegym.sim.simulator.TOXICITY_TRACE` shown as events."""
+
+TOXICITY_EVENTS: dict[str, str] = {**COUNTED_EVENTS, "unfit": "unfit: treatment stopped"}
+"""Every event column of :func:`toxicity_frame` and its label; ``unfit`` is the day the
+toxicity load reaches the protocol's ``unfit_load`` (all treatment stops)."""
+
+
+def toxicity_frame(course, patient: int, rates: dict[str, float]):
+    """One patient's recorded course as a daily table.
+
+    Parameters
+    ----------
+    course
+        A :class:`~immunegym.sim.simulator.Simulation` run with ``record_every=1`` and
+        ``record_given=True``.
+    patient
+        The patient's row.
+    rates
+        ImmuneSim's rates (for the sum of diameters).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by day: ``anc`` (x 1e9/L), ``grade`` (CTCAE neutropenia grade of that
+        day's ANC), ``load`` (toxicity load), ``sod_mm``, ``chemo`` (dose given that day)
+        and one column per :data:`TOXICITY_EVENTS` with that day's new events. A day's
+        row is the state recorded at its start, so an event shows on the day after the
+        step it happened in, where the ANC that caused it is; a dose shows on its own day.
+    """
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from immunegym.data.vocab import THERAPIES
+    from immunegym.sim.outcomes import sum_of_diameters
+    from immunegym.sim.simulator import TOXICITY_TRACE
+    from immunegym.sim.state import N_CLONES
+    from immunegym.sim.toxicity import DEFAULT_RULES, neutropenia_grade
+
+    if course.toxicity is None or course.given is None or len(course.record_days) < 2 or (
+            course.record_days[1] - course.record_days[0] != 1):
+        raise ValueError("course: expected a run with record_every=1 and record_given=True")
+    trace = course.toxicity[:, patient]
+    anc = trace[:, TOXICITY_TRACE.index("anc")]
+    load = trace[:, TOXICITY_TRACE.index("load")]
+    tumor = torch.from_numpy(course.cells[:, patient, :N_CLONES].sum(-1))
+    # given[d] is day d's dose; the last record day (the horizon) has none.
+    chemo = np.append(course.given[patient, :, THERAPIES.index("chemo")], 0.0)
+    frame = pd.DataFrame({
+        "anc": anc,
+        "grade": neutropenia_grade(torch.from_numpy(anc)).numpy(),
+        "load": load,
+        "sod_mm": sum_of_diameters(tumor, rates).numpy(),
+        "chemo": chemo[:len(anc)],
+    }, index=pd.Index(course.record_days, name="day"))
+    for name in COUNTED_EVENTS:
+        counts = trace[:, TOXICITY_TRACE.index(name)]
+        frame[name] = np.diff(counts, prepend=counts[0]).round().astype(int)
+    # ImmuneSim stops every therapy for good the first day the load reaches unfit_load.
+    unfit = load >= DEFAULT_RULES.unfit_load
+    frame["unfit"] = (unfit & (np.cumsum(unfit) == 1)).astype(int)
+    return frame
+
+
+def weekly_toxicity(frame, every: int = 7):
+    """The daily table of :func:`toxicity_frame` summed up every ``every`` days.
+
+    Parameters
+    ----------
+    frame
+        A :func:`toxicity_frame`.
+    every
+        Days per row; day 0 (before the first dose) is a row of its own.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per period, indexed by its last day: ``anc`` and ``load`` that day,
+        ``nadir`` and worst ``grade`` over the period, and ``events`` (what happened in it,
+        as text).
+    """
+    import pandas as pd
+
+    period = (frame.index.to_numpy() + every - 1) // every
+    rows = []
+    for _, part in frame.groupby(period, sort=True):
+        happened = [f"{label} x{int(part[name].sum())}" if part[name].sum() > 1 else label
+                    for name, label in TOXICITY_EVENTS.items() if part[name].sum() > 0]
+        if part["chemo"].sum() > 0:
+            happened.insert(0, f"chemo {part['chemo'].sum():.2f}")
+        rows.append({"day": int(part.index[-1]), "anc": float(part["anc"].iloc[-1]),
+                     "nadir": float(part["anc"].min()), "grade": int(part["grade"].max()),
+                     "load": float(part["load"].iloc[-1]), "events": ", ".join(happened)})
+    return pd.DataFrame(rows).set_index("day")
+
+
+def chemo_toxicity(out_dir: str | os.PathLike[str] = "immunegym-out",
+                   console: Console | None = None, cancer_type: str = "nsclc",
+                   days: int = 105, n_candidates: int = 16, seed: int = 7) -> Path:
+    """One ImmuneSim patient's neutrophils and toxicity under chemotherapy, next to the tumor.
+
+    ``n_candidates`` patients (seeded) get the standard chemotherapy schedule (q3w x4); the
+    one with the most grade >= 3 events and chemotherapy delays (then the deepest nadir) is
+    shown: neutrophils with the grade 3 / 4 thresholds, events, and the sum of diameters
+    over the same days, as a PNG and a weekly console table.
+
+    Returns
+    -------
+    pathlib.Path
+        The PNG written into ``out_dir``.
+    """
+    import numpy as np
+
+    from immunegym.plots import neutrophils_and_burden
+    from immunegym.sim import ImmuneSim
+
+    console = console or Console()
+    sim = ImmuneSim(seed=seed)
+    patients = sim.sample_patients(cancer_type, n_candidates)
+    course = sim.run(patients, "chemo", days, record_every=1, record_given=True)
+    frames = [toxicity_frame(course, i, sim.params.rates) for i in range(n_candidates)]
+    # The most eventful course (then the deepest nadir): the figure has something to show.
+    events = np.array([f[list(COUNTED_EVENTS)].to_numpy().sum() for f in frames])
+    nadir = np.array([f["anc"].min() for f in frames])
+    patient = int(np.lexsort((nadir, -events))[0])
+    frame = frames[patient]
+    weekly = weekly_toxicity(frame)
+    table = Table(title=f"ImmuneSim: one {cancer_type} patient on chemotherapy q3w x4, by week")
+    for col in ("day", "ANC (x1e9/L)", "nadir", "grade", "load", "events"):
+        table.add_column(col, justify="left" if col == "events" else "right")
+    for day, row in weekly.iterrows():
+        table.add_row(str(day), f"{row['anc']:.2f}", f"{row['nadir']:.2f}",
+                      str(row["grade"]), f"{row['load']:.1f}", row["events"])
+    half_life = sim.params.rates["toxicity_load_half_life"]
+    note = ("grade: worst CTCAE neutropenia grade of the week (3: ANC < 1.0, 4: < 0.5); "
+            f"load: overlapping grade >= 3 events (half-life {half_life:g} days)")
+    console.print(table)
+    console.print(note)
+    path = neutrophils_and_burden(
+        frame.index.to_numpy(), frame["anc"].to_numpy(), frame["sod_mm"].to_numpy(),
+        frame.index[frame["chemo"] > 0].to_numpy(),
+        {label: frame.index[frame[name] > 0].to_numpy()
+         for name, label in TOXICITY_EVENTS.items()},
+        Path(out_dir) / "immunesim_chemo_toxicity.png",
+        title=f"Virtual {cancer_type} patient under chemotherapy: neutrophils (Friberg) and "
+              "tumor burden")
     console.print(f"wrote {path}")
     return path
 

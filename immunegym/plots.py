@@ -1,4 +1,5 @@
-"""Matplotlib figures of cell-state compositions (written atomically, headless)."""
+"""Matplotlib figures of cell-state compositions and patient courses (written atomically,
+headless)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: the package never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from immunegym._atomic import atomic_path  # noqa: E402
@@ -152,5 +154,65 @@ def forecast_vs_truth(
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def neutrophils_and_burden(
+    days, anc, sod_mm, dose_days, events: Mapping[str, object], path: str | os.PathLike[str],
+    title: str = "", thresholds: Mapping[str, float] | None = None,
+) -> Path:
+    """One patient's neutrophils and tumor burden over the same days; writes a PNG.
+
+    Parameters
+    ----------
+    days, anc, sod_mm
+        ``(D,)`` days, absolute neutrophil count (``x 1e9/L``) and sum of diameters (mm).
+    dose_days
+        Days a chemotherapy dose was given (dotted lines in both panels).
+    events
+        Event name -> days it happened (markers on the neutrophil curve; names without
+        days are left out).
+    path
+        Output PNG path (written atomically).
+    title
+        Figure title.
+    thresholds
+        Label -> ANC drawn as a dashed line; CTCAE grade 3 (1.0) and grade 4 (0.5) by
+        default.
+    """
+    thresholds = thresholds or {"grade 3 (< 1.0)": 1.0, "grade 4 (< 0.5)": 0.5}
+    days, anc = np.asarray(days), np.asarray(anc, dtype=float)
+    fig, (top, low) = plt.subplots(2, 1, figsize=(8.0, 6.0), sharex=True,
+                                   height_ratios=[3, 2])
+    top.plot(days, anc, color="k", lw=1.4, label="ANC")
+    for (label, value), color in zip(thresholds.items(), ("tab:orange", "tab:red"),
+                                     strict=False):
+        top.axhline(value, color=color, ls="--", lw=0.9, label=label)
+    markers = ("v", "X", "s", "D", "o")
+    for (name, when), marker in zip(events.items(), markers, strict=False):
+        when = np.asarray(when, dtype=int)
+        if not len(when):
+            continue  # no legend entry for what did not happen
+        at = np.searchsorted(days, when).clip(max=len(days) - 1)
+        top.scatter(when, anc[at], marker=marker, s=42, zorder=3, label=name)
+    # A log axis keeps deep nadirs and the rebound on one readable scale.
+    top.set_yscale("log")
+    top.set_ylim(max(float(anc.min()) * 0.7, 1e-2), float(anc.max()) * 1.5)
+    top.set_ylabel("neutrophils (x 1e9/L)")
+    top.legend(fontsize=7, loc="lower right", ncol=2)
+    low.plot(days, sod_mm, color="tab:blue", lw=1.4)
+    low.set_ylim(0, float(np.max(sod_mm)) * 1.15)
+    low.set_ylabel("sum of diameters (mm)")
+    low.set_xlabel("day")
+    for ax in (top, low):
+        for day in dose_days:
+            ax.axvline(day, color="tab:purple", ls=":", lw=0.9)
+    low.plot([], [], color="tab:purple", ls=":", lw=0.9, label="chemotherapy dose")
+    low.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(path)

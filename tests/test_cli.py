@@ -60,6 +60,9 @@ def test_demo_writes_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mean R" in result.output and "mean NR" in result.output
     assert "Exhausted/HS CD8+ T cells" in result.output.replace("\n", " ") or "G9" in result.output
+    toxicity = tmp_path / "out" / "immunesim_chemo_toxicity.png"
+    assert toxicity.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "on chemotherapy q3w x4, by week" in result.output
     forecast = tmp_path / "out" / "world_model_heldout_forecast.png"
     assert forecast.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "world model forecast of a held-out patient" in result.output
