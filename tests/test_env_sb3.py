@@ -126,15 +126,16 @@ def test_truncation_at_the_horizon_carries_terminal_observation() -> None:
     venv = make_vec_env("ImmuneSim-v0", n_envs=4, seed=1, horizon=horizon, bank_size=32,
                         terminate_on_progression=False)
     venv.reset()
-    rng = np.random.default_rng(0)
+    # Untreated: no treatment-related death can end an episode before the horizon.
+    untreated = np.zeros((venv.num_envs, 5), dtype=np.int64)
     for cycle in range(1, horizon):
-        obs, _, dones, infos = venv.step(_actions(venv, rng))
+        obs, _, dones, infos = venv.step(untreated)
         assert not dones.any(), f"no episode may end before the horizon (cycle {cycle})"
         for info in infos:
             assert "terminal_observation" not in info and "TimeLimit.truncated" not in info
             assert info["cycle"] == cycle
     last_obs = obs
-    obs, _, dones, infos = venv.step(_actions(venv, rng))
+    obs, _, dones, infos = venv.step(untreated)
     assert dones.all()
     time_feature = 20 + 8 + 1 + 1 + 1  # the "time" field: cycles elapsed / horizon
     for i, info in enumerate(infos):
