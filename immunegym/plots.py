@@ -199,8 +199,12 @@ def neutrophils_and_burden(
     # A log axis keeps deep nadirs and the rebound on one readable scale.
     top.set_yscale("log")
     top.set_ylim(max(float(anc.min()) * 0.7, 1e-2), float(anc.max()) * 1.5)
+    plain = matplotlib.ticker.FormatStrFormatter("%g")
+    top.yaxis.set_major_formatter(plain)
+    top.yaxis.set_minor_formatter(plain)
+    top.tick_params(axis="y", which="minor", labelsize=7)
     top.set_ylabel("neutrophils (x 1e9/L)")
-    top.legend(fontsize=7, loc="lower right", ncol=2)
+    top.legend(fontsize=7, loc="best", ncol=2)
     low.plot(days, sod_mm, color="tab:blue", lw=1.4)
     low.set_ylim(0, float(np.max(sod_mm)) * 1.15)
     low.set_ylabel("sum of diameters (mm)")
