@@ -75,8 +75,6 @@ def sim_speed(
     the bytes of the state and parameter tensors per patient, plus the peak device memory
     per patient on CUDA.
     """
-    import dataclasses
-
     import torch
 
     from immunegym.sim import ImmuneSim
@@ -100,13 +98,9 @@ def sim_speed(
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
 
-        def nbytes(tree) -> int:
-            return sum(getattr(tree, f.name).element_size() * getattr(tree, f.name).nelement()
-                       for f in dataclasses.fields(tree))
-
         row = {"batch": batch, "days": days, "seconds": elapsed,
                "patient_days_per_s": batch * days / elapsed,
-               "state_bytes_per_patient": (nbytes(state) + nbytes(patients)) / batch}
+               "state_bytes_per_patient": (state.nbytes() + patients.nbytes()) / batch}
         if sim.device.type == "cuda":
             row["peak_device_bytes_per_patient"] = torch.cuda.max_memory_allocated() / batch
         results.append(row)

@@ -32,6 +32,7 @@ from immunegym.sim.toxicity import (
     Toxicity,
     ToxPatients,
     ToxState,
+    typical_tox_patients,
 )
 from immunegym.sim.tree import TensorTree
 
@@ -181,9 +182,7 @@ class ToxicityCore:
         self.n, self.cycle_days, self.rules = n, cycle_days, rules
         self.pk = Pharmacokinetics(rates, self.device)
         self.toxicity = Toxicity(rates, self.device)
-        ones = torch.ones(n, device=self.device)
-        self.patients = ToxPatients(ones, rates["anc_baseline"] * ones, ones.clone(),
-                                    ones.clone())
+        self.patients = typical_tox_patients(rates, n, self.device)
         self.tox = ToxState.start(self.patients)
         self.drugs = DrugState(torch.zeros(n, 2, 2, device=self.device),
                                torch.zeros(n, device=self.device),

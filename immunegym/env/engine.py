@@ -219,9 +219,13 @@ class Engine:
         if isinstance(self.core, WorldCore):
             given = self.tox_core.step(requested, alive_before, g)
             comp, sod = self.core.step(given, g)
-            new_lesion = (given[:, RADIO] > 0) & ~clin.lesion_excluded
-            excluded = clin.lesion_excluded | new_lesion
-            target = torch.where(excluded, sod * self.lesion_keep, sod)
+            # A course is new when the last cycle gave no radiotherapy (ImmuneSim's ~40-day
+            # rule: consecutive cycles continue one course on one lesion).
+            new_lesion = (given[:, RADIO] > 0) & (clin.last_given[:, RADIO] == 0)
+            # A course sterilizes the lesion (LQ survival of 3 x 8 Gy at ImmuneSim's mean
+            # radiosensitivity is ~1e-4), so what the model predicts afterwards is the
+            # disease outside it: all of it is the target sum, against a rescaled baseline.
+            target = sod
             treatment_death = self.tox.death_cause >= IRAE_DEATH
             died = model_death(sod, self.rates, sc.cycle_days, g) | treatment_death
         else:

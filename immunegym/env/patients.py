@@ -20,7 +20,7 @@ import torch
 from immunegym.sim import ImmuneSim
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.state import Patients, SimState
-from immunegym.sim.toxicity import ToxPatients, sample_tox_patients
+from immunegym.sim.toxicity import ToxPatients, sample_tox_patients, with_regimen_toxicity
 
 
 @dataclass
@@ -149,7 +149,12 @@ class PatientBank:
         fallback = sod[has_scan].median() if bool(has_scan.any()) else torch.tensor(70.0)
         sod = torch.where(has_scan, sod, fallback)
         generator = torch.Generator().manual_seed(int(seed))
-        tox = sample_tox_patients(load_parameters().rates, len(tl), generator)
+        params = load_parameters()
+        names = tl.patients["cancer_type"].astype(str).to_numpy()
+        known = [c if c in params.cancer_types else None for c in names]
+        tox = sample_tox_patients(params.rates, len(tl), generator)
+        if all(known):
+            tox = with_regimen_toxicity(tox, known, params)
         return cls(
             cancer_type=tl.patients["cancer_type"].astype(str).to_numpy(),
             composition=composition.to(device), sod_mm=sod.to(device),

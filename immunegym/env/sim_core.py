@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from immunegym.env.clinical import (
+    RADIO,
     STANDARD_IRAE_RULES,
     cycle_levels,
     daily_doses,
@@ -34,7 +35,7 @@ class CycleOutcome:
     sod_mm: torch.Tensor       # true sum of diameters of every lesion
     target_sod_mm: torch.Tensor  # without the irradiated lesion (the RECIST target sum)
     given: torch.Tensor        # (n, R) dose levels actually given
-    new_lesion: torch.Tensor   # a lesion was irradiated for the first time
+    new_lesion: torch.Tensor   # a radiotherapy course treated a new lesion
 
 
 class SimCore:
@@ -80,15 +81,16 @@ class SimCore:
         delayed from the last cycle lapse (:func:`~.clinical.lapse_pending`)."""
         dynamics = self.sim.dynamics
         state = replace(self.state, tox=lapse_pending(self.state.tox))
-        lesion_before = state.field_share > 0
+        new_lesion = torch.zeros(self.n, dtype=torch.bool, device=self.device)
         given = torch.zeros_like(levels)
         for d in range(self.cycle_days):
+            new_course = dynamics.new_course(state)
             state = dynamics.step(state, self.patients, daily_doses(levels, d), generator,
                                   self.irae_rules, rules=self.rules)
+            new_lesion |= new_course & (state.given[:, RADIO] > 0)
             given += state.given
         self.state = state
         rates = self.sim.params.rates
         return CycleOutcome(state.composition(), sum_of_diameters(state.tumor, rates),
                             sum_of_diameters(state.target_tumor, rates),
-                            cycle_levels(given, self.cycle_days),
-                            ~lesion_before & (state.field_share > 0))
+                            cycle_levels(given, self.cycle_days), new_lesion)

@@ -384,12 +384,10 @@ def _search_rows(bank, rows: np.ndarray, model, *, method: str, budget: int, sce
     """Search for bank ``rows`` in one process (a Ray task when fanned out)."""
     from immunegym.env.spaces import ActionCodec
     from immunegym.planning.regimen import STANDARD_OF_CARE, standard_of_care
-    from immunegym.planning.scoring import EngineScorer
-    from immunegym.sim.parameters import load_parameters
-    from immunegym.sim.toxicity import typical_tox_patients
+    from immunegym.planning.scoring import EngineScorer, _typical_tox
 
     # The planner does not know how prone a patient is to toxicity: the population typical.
-    bank.tox = typical_tox_patients(load_parameters().rates, len(bank), bank.sod_mm.device)
+    bank.tox = _typical_tox(bank.cancer_type, len(bank), str(bank.sod_mm.device))
     scorer = EngineScorer("world", scenario, bank, model=model, n_samples=n_samples,
                           seed=seed, device=device)
     h = scenario.horizon

@@ -22,7 +22,7 @@ from immunegym.env.engine import Engine
 from immunegym.env.patients import PatientBank
 from immunegym.env.scenario import Scenario
 from immunegym.sim.parameters import load_parameters
-from immunegym.sim.toxicity import typical_tox_patients
+from immunegym.sim.toxicity import typical_tox_patients, with_regimen_toxicity
 
 
 class EngineScorer:
@@ -130,8 +130,17 @@ def belief_bank(cancer_type: np.ndarray, composition: np.ndarray, sod_mm: np.nda
         sod_mm=torch.as_tensor(np.asarray(sod_mm, dtype=np.float32), device=device),
         programs=torch.zeros(n, k, n_programs, device=device),
         program_mask=torch.zeros(n, k, dtype=torch.bool, device=device),
-        tox=typical_tox_patients(load_parameters().rates, n, device),
+        tox=_typical_tox(np.asarray(cancer_type).astype(str), n, device),
         patient_id=np.asarray(patient_id).astype(str))
+
+
+def _typical_tox(cancer_type: np.ndarray, n: int, device: str):
+    """Population-typical toxicity parameters, with each cancer type's chemo regimen."""
+    params = load_parameters()
+    tox = typical_tox_patients(params.rates, n, device)
+    if all(c in params.cancer_types for c in cancer_type):
+        tox = with_regimen_toxicity(tox, cancer_type, params)
+    return tox
 
 
 def scorer_for(episodes, simulator: str = "world", *, model=None, n_samples: int | None = None,

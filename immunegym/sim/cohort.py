@@ -10,7 +10,8 @@ then sees only what labs see:
   convention (renamed, merged and split types, some misannotation) with a per-lab batch
   effect (:mod:`immunegym.sim.observation`);
 * the therapy given in every 21-day cycle, imaging every 6-9 weeks (sum of diameters), RECIST
-  best overall response, progression-free survival, grade >= 3 irAE, death.
+  best overall response, progression-free survival, grade >= 3 irAEs and other
+  treatment-related events, discontinuation for toxicity, death and its cause.
 
 The hidden daily state (true compositions, tumor burden, signals, patient parameters) is
 returned separately as :class:`HiddenTruth`, for evaluation only; it never enters the AnnData.
@@ -45,6 +46,7 @@ from immunegym.sim.parameters import PHENOTYPES, ParameterSet
 from immunegym.sim.simulator import COHORT_IMAGING, SIGNAL_NAMES, ImmuneSim
 from immunegym.sim.state import compartments_to_fine
 from immunegym.sim.therapy import parse_regimen
+from immunegym.sim.toxicity import DEATH_CAUSES
 
 TRUTH_KIND = "immunesim_truth"
 CYCLE_DAYS = 21
@@ -335,7 +337,10 @@ def _patient_table(ids, arm, regimen_names, course, responder) -> pd.DataFrame:
         "pfs_event": course.pfs_event,
         "grade3_irae": state.irae.cpu().numpy(),
         "irae_day": state.irae_day.cpu().numpy(),
+        "grade3_ae": (state.tox.ae_count > 0).cpu().numpy(),
+        "discontinued": state.tox.discontinued.cpu().numpy(),
         "death_day": state.death_day.cpu().numpy(),
+        "death_cause": [DEATH_CAUSES[i] for i in state.tox.death_cause.cpu().numpy()],
         "baseline_sod_mm": course.baseline_sod,
     })
 

@@ -253,6 +253,11 @@ class Dynamics:
         return priming, help_factor
 
     # ------------------------------------------------------------------ step
+    @staticmethod
+    def new_course(state: SimState) -> torch.Tensor:
+        """``(n,)`` bool: a fraction given today would start a new radiotherapy course."""
+        return state.radio_boost < 0.05
+
     def allowed(self, state: SimState) -> torch.Tensor:
         """``(n, 5)`` bool: therapies that may be given today (alive, not held or stopped)."""
         tox = state.tox
@@ -317,7 +322,9 @@ class Dynamics:
         # Targeted therapy reaches only driver-positive tumors: it blocks the sensitive
         # clone's proliferation and kills it (oncogene addiction).
         blocked = patients.driver * sig.targeted_effect
-        divisions = growth * (1 - r["targeted_growth_block"] * blocked) * cells[:, _MS]
+        depth = patients.targeted_sensitivity / (patients.targeted_sensitivity
+                                                 + r["targeted_block_half"])
+        divisions = growth * (1 - r["targeted_growth_block"] * depth * blocked) * cells[:, _MS]
         births[:, _MS] = divisions
         births[:, _MR] = growth * cells[:, _MR] + r["resistance_mutation"] * divisions
         births[:, _ME] = growth * cells[:, _ME] + r["escape_mutation"] * divisions
@@ -395,11 +402,13 @@ class Dynamics:
         alpha[:, :N_CLONES] = alpha_tumor[:, None]
         beta = alpha / r["radio_alpha_beta"]
         survival = torch.exp(-(alpha * gy[:, None] + beta * gy[:, None].square()))
-        # The lesion is chosen at the first fraction (`radio_field_fraction` of the burden)
-        # and keeps its share of the tumor afterwards; later courses treat it again.
+        # A new course (no fraction in the last ~40 days) treats a lesion holding
+        # `radio_field_fraction` of the burden; later fractions of the course hit what
+        # survives in it, and it keeps its share of the tumor afterwards.
         irradiated = gy > 0
-        share = torch.where(state.field_share > 0, state.field_share,
-                            torch.full_like(state.field_share, r["radio_field_fraction"]))
+        share = torch.where(self.new_course(state),
+                            torch.full_like(state.field_share, r["radio_field_fraction"]),
+                            state.field_share)
         radio_keep = torch.where(irradiated[:, None], 1 - share[:, None] * (1 - survival),
                                  torch.ones_like(survival))
         tumor_keep = radio_keep[:, 0]

@@ -266,8 +266,12 @@ RATES: dict[str, Rate] = {
                                              "not efficacy"),
     "targeted_sensitivity_cv": Rate(0.8, "1", "assumption: depth of oncogene addiction varies "
                                               "widely between driver-positive tumors"),
-    "targeted_growth_block": Rate(1.0, "1", "assumption: full target inhibition stops the "
-                                            "proliferation of the addicted (sensitive) clone"),
+    "targeted_growth_block": Rate(1.0, "1", "assumption: full target inhibition of a deeply "
+                                            "addicted tumor stops the proliferation of its "
+                                            "sensitive clone"),
+    "targeted_block_half": Rate(0.01, "/d", "assumption: the growth block scales with the depth "
+                                            "of addiction (the kill rate): half-maximal at "
+                                            "0.01/d"),
     # --- immune-related adverse events (see calibrate.py for the fitted ones) ---------
     "irae_hazard_pd1": Rate(4.3e-4, "/d at standard exposure",
                             "fitted: grade 3-4 TRAE 16.3% on nivolumab (CheckMate 067)"),
@@ -312,10 +316,10 @@ RATES: dict[str, Rate] = {
                                "in ~35% of patients on docetaxel q3w (30-40%)"),
     "targeted_marrow_slope": Rate(0.05, "/standard daily dose on board",
                                   "assumption: TKIs (sunitinib) cause mild neutropenia"),
-    "fn_hazard_severe": Rate(0.03, "/d at ANC < 0.5",
+    "fn_hazard_severe": Rate(0.1, "/d at ANC < 0.5",
                              "fitted: febrile neutropenia in ~10% of docetaxel patients"),
-    "fn_hazard_moderate": Rate(0.003, "/d at ANC 0.5-1.0",
-                               "assumption: a tenth of the grade 4 hazard"),
+    "fn_moderate_relative": Rate(0.2, "1", "assumption: the febrile neutropenia hazard at ANC "
+                                           "0.5-1.0 is a fifth of that below 0.5"),
     "fn_fatality": Rate(0.095, "1", "Kuderer et al. 2006 Cancer 106:2258: in-hospital "
                                     "mortality of febrile neutropenia 9.5%"),
     # --- other grade >= 3 treatment-related events and performance status -----------
@@ -361,6 +365,10 @@ class CancerType:
     chemo_sensitivity
         Multiplier on the de Pillis tumor chemo kill. Fitted where a chemotherapy arm is an
         anchor.
+    chemo_myelotoxicity
+        Marrow toxicity of the type's chemotherapy regimen relative to docetaxel (1.0):
+        "chemo" is a platinum doublet in NSCLC, FOLFOX/FOLFIRI in CRC. Fitted where a
+        chemotherapy arm's grade >= 3 toxicity is an anchor.
     driver, driver_prevalence
         The actionable driver targeted therapy needs, and its prevalence (0: none).
     targeted_sensitivity
@@ -384,6 +392,7 @@ class CancerType:
     treg_escape: float = 0.3
     ctla4_depletion: float = 4.0
     chemo_sensitivity: float = 0.15
+    chemo_myelotoxicity: float = 1.0
     driver: str = "none"
     driver_prevalence: float = 0.0
     targeted_sensitivity: float = 0.03
@@ -416,19 +425,20 @@ class CancerType:
 _MIX = "phenotype mix: assumption informed by Bagaev 2021 (IE/F/D) and Chen & Mellman 2017"
 CANCER_TYPES: dict[str, CancerType] = {
     "melanoma": CancerType(
-        35, 0.63, (0.45, 0.30, 0.25), 0.2, baseline_sod_mm=70, treg_escape=0.38,
+        35, 1.03, (0.45, 0.30, 0.25), 0.2, baseline_sod_mm=70, treg_escape=0.39,
         source="high TMB; " + _MIX,
         driver="BRAF_V600", driver_prevalence=0.385,
         driver_source="BRAF in 38.5% of melanomas (meta-analysis, 6,299 patients, "
                       "PMC6940026); dabrafenib + trametinib ORR 64% (COMBI-v, Robert NEJM "
                       "2015)"),
     "nsclc": CancerType(
-        60, 0.7, (0.35, 0.35, 0.30), 0.16, source=_MIX,
+        60, 0.04, (0.35, 0.35, 0.30), 0.16, chemo_sensitivity=0.087, source=_MIX,
         driver="EGFR", driver_prevalence=0.15,
         driver_source="assumption: sensitizing EGFR mutations in ~15% of Western NSCLC "
                       "(10-20%); osimertinib ORR 80% (FLAURA, Soria NEJM 2018)"),
     "nsclc_pdl1_high": CancerType(
-        60, 0.8, (0.50, 0.30, 0.20), 0.5, source="PD-L1 TPS >= 50% (KEYNOTE-024); " + _MIX,
+        60, 0.21, (0.50, 0.30, 0.20), 0.5, chemo_sensitivity=0.26,
+        source="PD-L1 TPS >= 50% (KEYNOTE-024); " + _MIX,
         driver_source="KEYNOTE-024 excluded EGFR/ALK-altered tumors: no actionable driver"),
     "rcc": CancerType(
         80, 0.6, (0.45, 0.30, 0.25), 0.16, chemo_sensitivity=0.1,
@@ -447,7 +457,8 @@ CANCER_TYPES: dict[str, CancerType] = {
         driver_source="assumption: ~90% of HNSCC express EGFR; cetuximab monotherapy ORR 13% "
                       "(Vermorken JCO 2007)"),
     "crc_msi": CancerType(
-        70, 1.2, (0.60, 0.25, 0.15), 0.2, source="hypermutated MSI-H (Le 2015); " + _MIX,
+        70, 0.18, (0.60, 0.25, 0.15), 0.2, chemo_sensitivity=0.14,
+        source="hypermutated MSI-H (Le 2015); " + _MIX,
         driver="BRAF_V600E", driver_prevalence=0.35,
         driver_source="assumption: BRAF V600E in ~35% of MSI-H CRC (39% of sporadic MSI in "
                       "one series); encorafenib + cetuximab ORR 20% (BEACON, Kopetz NEJM "

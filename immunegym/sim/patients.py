@@ -170,7 +170,8 @@ def sample_patients(
         escape_fraction=has_escape * ln(r["escape_fraction_at_baseline"],
                                         r["escape_fraction_cv"]).clamp(max=0.5),
         baseline_tumor=baseline_tumor,
-        **vars(sample_tox_patients(r, n, generator, device)),
+        **(vars(sample_tox_patients(r, n, generator, device))
+           | {"chemo_myelotoxicity": torch.full((n,), ct.chemo_myelotoxicity, device=device)}),
     )
 
 

@@ -25,6 +25,7 @@ from immunegym.sim.patients import (
     initial_state,
     sample_patients,
 )
+from immunegym.sim.pk import RADIO
 from immunegym.sim.state import Patients, SimState
 from immunegym.sim.therapy import Regimen, dose_calendar, parse_regimen
 from immunegym.sim.toxicity import DEFAULT_RULES, STOP_PROGRESSION, ProtocolRules
@@ -233,8 +234,8 @@ class ImmuneSim:
             patients, state = self.reset(patients)
         rates = self.params.rates
         gen = self.generator
-        # The irradiated lesion leaves the target sum (RECIST 1.1): scale the baseline and
-        # nadir to the lesions that remain when it is chosen.
+        # An irradiated lesion leaves the target sum (RECIST 1.1): scale the baseline and
+        # nadir to the lesions that remain each time a course treats a new lesion.
         lesion_keep = (1 - rates["radio_field_fraction"]) ** (1 / 3)
         baseline = measure_sod(state.target_tumor, rates, gen)
         tracker = RecistTracker.start(baseline)
@@ -261,11 +262,11 @@ class ImmuneSim:
             record(0, state)
         for d in range(days):
             dose = calendar[:, d][group]
-            before = state.field_share
+            new_course = self.dynamics.new_course(state)
             state = self.dynamics.step(state, patients, dose, gen, irae_rules, rules=rules)
             if given is not None:
                 given[:, d] = state.given
-            lesion = (before <= 0) & (state.field_share > 0)
+            lesion = new_course & (state.given[:, RADIO] > 0)
             if bool(lesion.any()):
                 tracker.exclude(lesion, lesion_keep)
             today = d + 1

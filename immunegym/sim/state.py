@@ -70,13 +70,15 @@ class Patients(TensorTree):
     anc_baseline: torch.Tensor      # neutrophils x 1e9/L
     marrow_sensitivity: torch.Tensor
     ae_susceptibility: torch.Tensor
+    chemo_myelotoxicity: torch.Tensor  # the type's chemotherapy regimen vs docetaxel
     baseline_tumor: torch.Tensor    # tumor cells at day 0
 
     @property
     def toxicity(self) -> ToxPatients:
         """The toxicity parameters (:class:`~immunegym.sim.toxicity.ToxPatients`)."""
         return ToxPatients(self.irae_susceptibility, self.anc_baseline,
-                           self.marrow_sensitivity, self.ae_susceptibility)
+                           self.marrow_sensitivity, self.ae_susceptibility,
+                           self.chemo_myelotoxicity)
 
 
 @dataclass(frozen=True)

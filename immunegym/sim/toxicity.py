@@ -32,9 +32,10 @@ Other grade >= 3 treatment-related events
     grade >= 3 event; a further event after ``max_reductions`` stops the drug (docetaxel
     label: 100 -> 75 -> 60 mg/m2, then discontinue).
 Toxicity load (performance status)
-    Every grade >= 3 event adds one unit of load, which recovers with a half-life. A load at
-    or above ``unfit_load`` (overlapping severe toxicities: ECOG >= 3) ends all treatment,
-    and load above one unit raises a death hazard.
+    Every clinical grade >= 3 event (not afebrile neutropenia, a laboratory finding) adds one
+    unit of load, which recovers with a half-life. A load at or above ``unfit_load``
+    (overlapping severe toxicities: ECOG >= 3) ends all treatment, and load above one unit
+    raises a death hazard.
 
 The state is a dataclass of tensors (:class:`ToxState`); :meth:`Toxicity.step` is a pure
 function of (state, exposure, generator).
@@ -140,12 +141,15 @@ class ToxPatients(TensorTree):
         Multiplier of the drug effect on neutrophil precursors (CV 33%).
     ae_susceptibility
         Multiplier of non-immune grade >= 3 event probabilities.
+    chemo_myelotoxicity
+        Marrow toxicity of the patient's chemotherapy regimen relative to docetaxel.
     """
 
     irae_susceptibility: torch.Tensor
     anc_baseline: torch.Tensor
     marrow_sensitivity: torch.Tensor
     ae_susceptibility: torch.Tensor
+    chemo_myelotoxicity: torch.Tensor
 
 
 def _lognormal_unit_mean(cv: float, z: torch.Tensor) -> torch.Tensor:
@@ -163,14 +167,24 @@ def sample_tox_patients(rates: dict[str, float], n: int, generator: torch.Genera
         irae_susceptibility=draw(rates["irae_susceptibility_cv"]),
         anc_baseline=rates["anc_baseline"] * draw(rates["anc_baseline_cv"]),
         marrow_sensitivity=draw(rates["marrow_sensitivity_cv"]),
-        ae_susceptibility=draw(rates["ae_susceptibility_cv"]))
+        ae_susceptibility=draw(rates["ae_susceptibility_cv"]),
+        chemo_myelotoxicity=torch.ones(n, device=device))
+
+
+def with_regimen_toxicity(patients: ToxPatients, cancer_types, params) -> ToxPatients:
+    """``patients`` with the chemotherapy myelotoxicity of each one's cancer type."""
+    values = [params.cancer(str(c)).chemo_myelotoxicity for c in cancer_types]
+    tensor = torch.as_tensor(values, dtype=patients.anc_baseline.dtype,
+                             device=patients.anc_baseline.device)
+    return replace(patients, chemo_myelotoxicity=tensor)
 
 
 def typical_tox_patients(rates: dict[str, float], n: int,
                          device: torch.device | str = "cpu") -> ToxPatients:
     """``n`` population-typical patients (what a planner assumes of an unmeasured patient)."""
     ones = torch.ones(n, device=device)
-    return ToxPatients(ones, rates["anc_baseline"] * ones, ones.clone(), ones.clone())
+    return ToxPatients(ones, rates["anc_baseline"] * ones, ones.clone(), ones.clone(),
+                       ones.clone())
 
 
 @dataclass(frozen=True)
@@ -331,7 +345,8 @@ class Toxicity:
                               torch.zeros_like(pending))
         retry = torch.where(waits, today + rules.delay_days, tox.retry_day)
         given = given * tox.dose_factor
-        delays = tox.delays + (waits[:, CHEMO] & (tox.retry_day[:, CHEMO] <= day)).long()
+        # A delay is counted once per dose: on its scheduled day, not at every re-check.
+        delays = tox.delays + (waits[:, CHEMO] & (scheduled[:, CHEMO] > 0)).long()
         return replace(tox, pending=pending, retry_day=retry, delays=delays), given
 
     # ------------------------------------------------------------------ daily toxicity
@@ -371,7 +386,7 @@ class Toxicity:
 
         # --- neutrophils (Friberg 2002), 4 explicit sub-steps per day --------------
         marrow = patients.marrow_sensitivity * (
-            r["chemo_marrow_slope"] * exposure.chemo_amount
+            r["chemo_marrow_slope"] * patients.chemo_myelotoxicity * exposure.chemo_amount
             + r["targeted_marrow_slope"] * exposure.targeted_amount)
         neut = _friberg(tox.neutrophils, patients.anc_baseline, marrow, self.ktr,
                         r["neutrophil_feedback"])
@@ -380,8 +395,8 @@ class Toxicity:
         new_g3 = (anc < 1.0) & (tox.anc >= 1.0) & alive
         severe_days = torch.where(anc < 0.5, tox.severe_neutropenia_days + 1,
                                   torch.zeros_like(tox.severe_neutropenia_days))
-        fn_hazard = torch.where(anc < 0.5, r["fn_hazard_severe"],
-                                torch.where(anc < 1.0, r["fn_hazard_moderate"], 0.0))
+        fn_hazard = r["fn_hazard_severe"] * torch.where(
+            anc < 0.5, 1.0, torch.where(anc < 1.0, r["fn_moderate_relative"], 0.0))
         fn = (uniform() < -torch.expm1(-fn_hazard)) & alive
         fn_death = fn & (uniform() < r["fn_fatality"])
         prolonged = severe_days == 8  # grade 4 lasting > 7 days
@@ -407,18 +422,20 @@ class Toxicity:
         chemo_p = 1 - torch.pow(1 - r["chemo_ae_per_dose"], given[:, CHEMO].clamp_min(0))
         radio_p = 1 - torch.pow(1 - r["radio_ae_per_fraction"],
                                 given[:, RADIO].clamp_min(0) / RADIO_STANDARD_GY)
-        chemo_radio_p = (1 - (1 - chemo_p) * (1 - radio_p)) * susceptible
-        other_dose = (uniform() < chemo_radio_p) & alive
-        other_chemo = other_dose & (given[:, CHEMO] > 0)
+        other_chemo = (uniform() < (chemo_p * susceptible).clamp(max=1)) & alive
+        other_radio = (uniform() < (radio_p * susceptible).clamp(max=1)) & alive
         targeted_p = -torch.expm1(-r["targeted_ae_hazard"] * exposure.targeted_amount
                                   * susceptible)
         other_targeted = (uniform() < targeted_p) & alive
 
         # --- counts, load, reductions and stops ------------------------------------
-        events = (new_g3.long() + fn.long() + irae.long() + other_dose.long()
-                  + other_targeted.long())
+        # Every grade >= 3 event counts; afebrile neutropenia is a laboratory event that
+        # delays chemotherapy but does not lower performance status, so it adds no load.
+        clinical = (fn.long() + irae.long() + other_chemo.long() + other_radio.long()
+                    + other_targeted.long())
+        events = clinical + new_g3.long()
         first = (tox.ae_count == 0) & (events > 0)
-        load = tox.load * self.load_keep + events.float()
+        load = tox.load * self.load_keep + clinical.float()
         tox = replace(
             tox, neutrophils=neut, severe_neutropenia_days=severe_days,
             worst_neutropenia=torch.maximum(tox.worst_neutropenia, grade),
@@ -433,7 +450,9 @@ class Toxicity:
         # Dose reductions: chemotherapy after FN / prolonged grade 4 / its own event,
         # targeted therapy after its own event (then held until it resolves).
         reduce = torch.zeros(n, N_THERAPIES, dtype=torch.bool, device=dev)
-        reduce[:, CHEMO] = (fn | prolonged | other_chemo) & (tox.dose_factor[:, CHEMO] > 0)
+        # Marrow events reduce chemotherapy only in patients who have it on board.
+        on_chemo = exposure.chemo_amount > 1e-4
+        reduce[:, CHEMO] = ((fn | prolonged) & on_chemo) | other_chemo
         reduce[:, TARGETED] = other_targeted
         reduce &= ~tox.stopped
         exhausted = reduce & (tox.reductions >= rules.max_reductions)
@@ -469,6 +488,7 @@ class Toxicity:
         tox = replace(tox, death_cause=torch.where(
             (tox.death_cause == ALIVE) & alive, cause, tox.death_cause))
         return tox
+
 
 def _saturating(exposure: torch.Tensor, half: float) -> torch.Tensor:
     """Exposure effect normalized to 1 at the standard dose: ``e (1 + h) / (e + h)``."""
