@@ -137,6 +137,32 @@ def data_make_suite(
     console.print(f"wrote {len(specs)} cohorts and {manifest}")
 
 
+@bench_app.command("realism")
+def bench_realism(
+    json_path: Annotated[Path, typer.Option("--json", help="Write results here.")],
+    quick: Annotated[bool, typer.Option(help="Quarter-size cohorts.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of patients and bootstraps.")] = 0,
+) -> None:
+    """Realism checks of ImmuneSim: random dosing vs standard of care over a year, every drug
+    every cycle, neutrophil nadir and recovery, CheckMate 067 PFS."""
+    from immunegym._atomic import atomic_path
+    from immunegym.benchmarks import realism
+
+    result = realism.run(quick=quick, seed=seed)
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    rg = result["random_vs_guideline"]
+    table = Table(title=f"ImmuneSim-v0, {rg['cycles']} cycles, {rg['n_patients']} held-out "
+                  "patients: random minus guideline (95% CI)")
+    for col in ("metric", "random", "guideline", "difference"):
+        table.add_column(col)
+    for key, diff in rg["random_minus_guideline"].items():
+        table.add_row(key, f"{rg['random'][key]:.3f}", f"{rg['standard_of_care'][key]:.3f}",
+                      f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]")
+    console.print(table)
+    console.print(f"wrote {json_path}")
+
+
 @bench_app.command("sim")
 def bench_sim(
     batch: Annotated[list[int] | None, typer.Option(help="Batch sizes (repeatable).")] = None,
@@ -481,10 +507,6 @@ def sim_combinations(
             tmp.write_text(json.dumps({"n": n, "seed": seed, "pairs": rows}, indent=2) + "\n")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
-
-
 @app.command()
 def train(
     config: Annotated[Path, typer.Option(help="Training recipe (TOML), e.g. "
@@ -653,3 +675,7 @@ def bench_world_model(
             **{k: result[k] for k in keys}}
         model.to("cpu").save(checkpoint or PRETRAINED)
         console.print(f"recorded the figures in {checkpoint or PRETRAINED}/MODEL_CARD.md")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

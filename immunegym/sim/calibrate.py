@@ -230,8 +230,8 @@ ANCHORS: tuple[Anchor, ...] = (
     _rate(CM017_DOCETAXEL, "grade3_ae_rate", 0.55, 0.06, "rate:chemo_ae_per_dose",
           _CM017 + " (grade 3-4 TRAE)"),
     _rate(KN024_CHEMO, "grade3_ae_rate", 0.533, 0.06, "cancer:nsclc_pdl1_high:"
-          "chemo_myelotoxicity", _KN024 + " (grade 3-5 TRAE; platinum doublet vs docetaxel)"),
-    _rate(KN177_CHEMO, "grade3_ae_rate", 0.66, 0.06, "cancer:crc_msi:chemo_myelotoxicity",
+          "chemo_toxicity", _KN024 + " (grade 3-5 TRAE; platinum doublet vs docetaxel)"),
+    _rate(KN177_CHEMO, "grade3_ae_rate", 0.66, 0.06, "cancer:crc_msi:chemo_toxicity",
           _KN177 + " (grade >= 3 TRAE; FOLFOX/FOLFIRI vs docetaxel)"),
     _rate(CM214_SUNITINIB, "grade3_ae_rate", 0.63, 0.06, "rate:targeted_ae_hazard",
           "CheckMate 214 sunitinib grade 3-4 TRAE 63% (from memory, unverified)"),
@@ -250,6 +250,10 @@ ANCHORS: tuple[Anchor, ...] = (
           "KEYNOTE-024: 3 treatment deaths (2.0%; from memory, unverified)"),
     _days(CM067_NIVO, "median_pfs_days", 6.9, 4.6, 10.3, _CM067 + " (median PFS 6.9 mo)"),
     _days(KN024_PEMBRO, "median_pfs_days", 10.3, 6.9, 15.5, _KN024 + " (median PFS 10.3 mo)"),
+    Anchor(CM067_NIVO, "responder_progression_rate", 0.25, 0.15, 0.40,
+           "rate:escape_presence",
+           "Ribas JAMA 2016 (KEYNOTE-001): about a quarter of anti-PD-1 responders progressed "
+           "at a median follow-up of 21 months, verified; Zaretsky 2016: ~75% durable"),
     _days(CM067_NIVO, "median_time_to_response_days", 2.8, 2.0, 3.5,
           "CheckMate 067 median time to response ~2.8 mo (from memory; first scan week 12)"),
     _days(KN024_PEMBRO, "median_time_to_response_days", 2.2, 1.8, 3.5,
@@ -363,7 +367,7 @@ def _set(params: ParameterSet, values: dict[str, float]) -> ParameterSet:
 
 _BOUNDS = {"antigenicity": (1e-3, 30.0), "ctla4_depletion": (1e-2, 300.0),
            "treg_escape": (1e-3, 0.95), "doubling_days": (10.0, 400.0),
-           "chemo_myelotoxicity": (0.01, 5.0),
+           "chemo_toxicity": (0.01, 5.0), "escape_presence": (1e-3, 0.95),
            "chemo_sensitivity": (1e-3, 20.0), "targeted_sensitivity": (1e-4, 2.0),
            "irae_hazard_pd1": (1e-6, 0.05), "irae_hazard_ctla4": (1e-6, 0.05),
            "irae_stop_pd1": (1e-3, 1.0), "irae_stop_ctla4": (1e-3, 1.0),

@@ -369,7 +369,8 @@ class Dynamics:
         half2 = r["treg_adcc_half_occupancy"] ** 2
         out_rate[:, _TREG] += (r["treg_adcc_max"] * patients.ctla4_depletion * occ2
                                / (occ2 + half2))
-        out_rate = out_rate + self.chemo_kill * sig.chemo_effect[:, None]
+        if bool((sig.chemo_effect > 0).any()):
+            out_rate = out_rate + self.chemo_kill * sig.chemo_effect[:, None]
 
         # --- transitions ----------------------------------------------------------
         m1_share = 0.2 + 0.6 * sig.ifn_gamma
@@ -397,26 +398,30 @@ class Dynamics:
 
         # --- radiotherapy: linear-quadratic survival in the irradiated lesion ----------
         gy = given[:, RADIO]
-        alpha_tumor = r["radio_alpha_tumor"] * patients.radio_sensitivity
-        alpha = self.radio_alpha.expand(n, -1).clone()
-        alpha[:, :N_CLONES] = alpha_tumor[:, None]
-        beta = alpha / r["radio_alpha_beta"]
-        survival = torch.exp(-(alpha * gy[:, None] + beta * gy[:, None].square()))
-        # A new course (no fraction in the last ~40 days) treats a lesion holding
-        # `radio_field_fraction` of the burden; later fractions of the course hit what
-        # survives in it, and it keeps its share of the tumor afterwards.
         irradiated = gy > 0
-        share = torch.where(self.new_course(state),
-                            torch.full_like(state.field_share, r["radio_field_fraction"]),
-                            state.field_share)
-        radio_keep = torch.where(irradiated[:, None], 1 - share[:, None] * (1 - survival),
-                                 torch.ones_like(survival))
-        tumor_keep = radio_keep[:, 0]
-        field_share = torch.where(irradiated, share * survival[:, 0] / tumor_keep,
-                                  state.field_share)
-        before_radio = new_cells[:, :N_CLONES].sum(-1)
-        new_cells = new_cells * radio_keep
-        radio_killed = before_radio - new_cells[:, :N_CLONES].sum(-1)
+        field_share = state.field_share
+        radio_killed = torch.zeros_like(tumor)
+        if bool(irradiated.any()):
+            alpha_tumor = r["radio_alpha_tumor"] * patients.radio_sensitivity
+            alpha = self.radio_alpha.expand(n, -1).clone()
+            alpha[:, :N_CLONES] = alpha_tumor[:, None]
+            beta = alpha / r["radio_alpha_beta"]
+            survival = torch.exp(-(alpha * gy[:, None] + beta * gy[:, None].square()))
+            # A new course (no fraction in the last ~40 days) treats a lesion holding
+            # `radio_field_fraction` of the burden; later fractions of the course hit what
+            # survives in it, and it keeps its share of the tumor afterwards.
+            share = torch.where(self.new_course(state),
+                                torch.full_like(field_share, r["radio_field_fraction"]),
+                                field_share)
+            radio_keep = torch.where(irradiated[:, None],
+                                     1 - share[:, None] * (1 - survival),
+                                     torch.ones_like(survival))
+            tumor_keep = radio_keep[:, 0]
+            field_share = torch.where(irradiated, share * survival[:, 0] / tumor_keep,
+                                      field_share)
+            before_radio = new_cells[:, :N_CLONES].sum(-1)
+            new_cells = new_cells * radio_keep
+            radio_killed = before_radio - new_cells[:, :N_CLONES].sum(-1)
         chemo_killed = leave[:, :N_CLONES].sum(-1) * (
             chemo_tumor / total_out[:, _MS].clamp_min(1e-12)).clamp(max=1)
 
@@ -458,10 +463,9 @@ class Dynamics:
     def _draw(self, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Event counts with the given means: Poisson when small, Langevin when large."""
         mean = mean.clamp_min(0)
-        threshold = self.r["langevin_threshold"]
-        small = mean < threshold
-        poisson = torch.poisson(torch.where(small, mean, torch.zeros_like(mean)),
-                                generator=generator)
-        gauss = mean + mean.sqrt() * torch.randn(mean.shape, generator=generator,
-                                                 device=mean.device)
-        return torch.where(small, poisson, gauss.clamp_min(0))
+        counts = (mean + mean.sqrt() * torch.randn(mean.shape, generator=generator,
+                                                   device=mean.device)).clamp_min(0)
+        small = mean < self.r["langevin_threshold"]
+        # Poisson draws only where the means are small (most means are large in big tumors).
+        counts[small] = torch.poisson(mean[small], generator=generator)
+        return counts

@@ -120,6 +120,14 @@ RATES: dict[str, Rate] = {
                             "infiltration and kill separate responders (Butner 2020) and "
                             "combinations act by patient heterogeneity (Palmer & Sorger "
                             "2017)"),
+    "reserve_antigen_exponent": Rate(0.5, "1",
+                                     "assumption: the kill reserve scales as (antigenicity / "
+                                     "antigen_reference)^k: more neoantigens, more "
+                                     "tumor-reactive clones; response to PD-1 blockade rises "
+                                     "with tumor mutational burden across cancer types "
+                                     "(Yarchoan NEJM 2017, r = 0.74 with log TMB)"),
+    "antigen_reference": Rate(1.0, "1", "definition: antigenicity at which the kill reserve "
+                                        "is the cancer type's kill_reserve"),
     "immune_latent_loading": Rate(0.55, "1",
                                   "assumption: a shared immune responsiveness loads on kill "
                                   "reserve and antigenicity, giving a drug-to-drug response "
@@ -365,10 +373,11 @@ class CancerType:
     chemo_sensitivity
         Multiplier on the de Pillis tumor chemo kill. Fitted where a chemotherapy arm is an
         anchor.
-    chemo_myelotoxicity
-        Marrow toxicity of the type's chemotherapy regimen relative to docetaxel (1.0):
-        "chemo" is a platinum doublet in NSCLC, FOLFOX/FOLFIRI in CRC. Fitted where a
-        chemotherapy arm's grade >= 3 toxicity is an anchor.
+    chemo_toxicity
+        Toxicity per dose of the type's chemotherapy regimen relative to docetaxel q3w
+        (1.0), on the marrow and on other grade >= 3 events: "chemo" is a platinum doublet
+        in NSCLC, FOLFOX/FOLFIRI every two weeks in CRC. Fitted where a chemotherapy arm's
+        grade >= 3 toxicity is an anchor.
     driver, driver_prevalence
         The actionable driver targeted therapy needs, and its prevalence (0: none).
     targeted_sensitivity
@@ -392,7 +401,7 @@ class CancerType:
     treg_escape: float = 0.3
     ctla4_depletion: float = 4.0
     chemo_sensitivity: float = 0.15
-    chemo_myelotoxicity: float = 1.0
+    chemo_toxicity: float = 1.0
     driver: str = "none"
     driver_prevalence: float = 0.0
     targeted_sensitivity: float = 0.03
@@ -482,12 +491,16 @@ PHENOTYPES: tuple[str, ...] = ("hot", "excluded", "desert")
 # "infiltration" scales T/NK/B recruitment and the entry of primed T cells; "contact" is the
 # share of T cells that reach tumor cells (excluded tumors hold them in CAF-rich stroma).
 PHENOTYPE_EFFECTS: dict[str, dict[str, float]] = {
-    "hot": {"infiltration": 1.0, "contact": 1.0, "cdc1": 1.0, "caf": 1.0},
-    "excluded": {"infiltration": 0.6, "contact": 0.3, "cdc1": 0.7, "caf": 2.5},
-    "desert": {"infiltration": 0.15, "contact": 0.8, "cdc1": 0.3, "caf": 1.0},
+    "hot": {"infiltration": 1.0, "contact": 1.0, "cdc1": 1.0, "caf": 1.0, "access": 1.0},
+    "excluded": {"infiltration": 0.6, "contact": 0.3, "cdc1": 0.7, "caf": 2.5,
+                 "access": 0.5},
+    "desert": {"infiltration": 0.15, "contact": 0.8, "cdc1": 0.3, "caf": 1.0,
+               "access": 0.3},
 }
-PHENOTYPE_SOURCE = ("assumption: relative entry / contact / cDC1 / CAF factors "
-                    "(Chen & Mellman 2017)")
+PHENOTYPE_SOURCE = ("assumption: relative entry / contact / cDC1 / CAF factors, and T-cell "
+                    "access as a factor of the kill reserve: inflamed tumors respond to "
+                    "checkpoint blockade, excluded and desert ones rarely (Chen & Mellman "
+                    "2017)")
 
 # Steady-state abundance per tumor cell in a hot tumor without therapy, before feedbacks:
 # recruitment of type j is (death_j x density_j x tumor cells), so the burden sets the

@@ -8,8 +8,9 @@ way:
 * a latent immune responsiveness ``z`` (standard normal) loads on the patient's kill reserve
   (the most CD8 kill possible, in units of intrinsic growth) and antigenicity, so responses
   to different checkpoint inhibitors are correlated;
-* the kill reserve is wide (log-normal, ``kill_reserve_cv``): patients below about 1.3
-  cannot respond to any immunotherapy (primary resistance);
+* the kill reserve is wide (log-normal, ``kill_reserve_cv``) and scales with T-cell access
+  (the phenotype's ``access``) and with antigenicity (``reserve_antigen_exponent``):
+  patients below about 1.3 cannot respond to any immunotherapy (primary resistance);
 * an MHC-I-low escape subclone pre-exists in a share of tumors (``escape_presence``; B2M /
   JAK loss, Zaretsky 2016, Sade-Feldman 2017) and otherwise arises by mutation;
 * the immune phenotype (hot, excluded, desert) sets T-cell entry, contact, cDC1 and CAF
@@ -107,7 +108,7 @@ def sample_patients(
     effects = {
         key: torch.tensor([PHENOTYPE_EFFECTS[p][key] for p in PHENOTYPES], device=device)[
             phenotype]
-        for key in ("infiltration", "contact", "cdc1", "caf")
+        for key in ("infiltration", "contact", "cdc1", "caf", "access")
     }
 
     def normal() -> torch.Tensor:
@@ -145,15 +146,19 @@ def sample_patients(
     # Primary resistance (antigen presentation or IFN-g pathway loss): a refractory share
     # whose kill reserve cannot outgrow the tumor whatever the therapy.
     refractory = uniform() < r["refractory_share"]
+    antigenicity = correlated(float(ct.antigenicity), PATIENT_CV)
+    # T-cell access (phenotype) and neoantigen load bound the kill a patient can reach.
+    reachable = effects["access"] * (antigenicity / r["antigen_reference"]).pow(
+        r["reserve_antigen_exponent"])
     kill_reserve = torch.where(
         refractory, _lognormal(r["refractory_kill_reserve"], r["kill_reserve_cv"], normal()),
-        correlated(float(ct.kill_reserve), r["kill_reserve_cv"]))
+        correlated(float(ct.kill_reserve), r["kill_reserve_cv"]) * reachable)
     return Patients(
         cancer=torch.full((n,), cancer_index, dtype=torch.long, device=device),
         phenotype=phenotype,
         growth=math.log(2) / doubling / log_room,
         kill_reserve=kill_reserve,
-        antigenicity=correlated(float(ct.antigenicity), PATIENT_CV),
+        antigenicity=antigenicity,
         infiltration=effects["infiltration"] * ln(1.0),
         contact=(effects["contact"] * ln(1.0)).clamp(max=1.0),
         cdc1=effects["cdc1"] * ln(1.0),
@@ -171,7 +176,7 @@ def sample_patients(
                                         r["escape_fraction_cv"]).clamp(max=0.5),
         baseline_tumor=baseline_tumor,
         **(vars(sample_tox_patients(r, n, generator, device))
-           | {"chemo_myelotoxicity": torch.full((n,), ct.chemo_myelotoxicity, device=device)}),
+           | {"chemo_toxicity": torch.full((n,), ct.chemo_toxicity, device=device)}),
     )
 
 

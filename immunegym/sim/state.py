@@ -70,7 +70,7 @@ class Patients(TensorTree):
     anc_baseline: torch.Tensor      # neutrophils x 1e9/L
     marrow_sensitivity: torch.Tensor
     ae_susceptibility: torch.Tensor
-    chemo_myelotoxicity: torch.Tensor  # the type's chemotherapy regimen vs docetaxel
+    chemo_toxicity: torch.Tensor  # the type's chemotherapy regimen vs docetaxel
     baseline_tumor: torch.Tensor    # tumor cells at day 0
 
     @property
@@ -78,7 +78,7 @@ class Patients(TensorTree):
         """The toxicity parameters (:class:`~immunegym.sim.toxicity.ToxPatients`)."""
         return ToxPatients(self.irae_susceptibility, self.anc_baseline,
                            self.marrow_sensitivity, self.ae_susceptibility,
-                           self.chemo_myelotoxicity)
+                           self.chemo_toxicity)
 
 
 @dataclass(frozen=True)

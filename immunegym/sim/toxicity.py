@@ -34,7 +34,7 @@ Other grade >= 3 treatment-related events
 Toxicity load (performance status)
     Every clinical grade >= 3 event (not afebrile neutropenia, a laboratory finding) adds one
     unit of load, which recovers with a half-life. A load at or above ``unfit_load``
-    (overlapping severe toxicities: ECOG >= 3) ends all treatment, and load above one unit
+    (two overlapping severe toxicities: ECOG >= 3) ends all treatment, and load above one unit
     raises a death hazard.
 
 The state is a dataclass of tensors (:class:`ToxState`); :meth:`Toxicity.step` is a pure
@@ -53,6 +53,8 @@ from immunegym.sim.pk import CHEMO, CTLA4, PD1, RADIO, RADIO_STANDARD_GY, TARGET
 from immunegym.sim.tree import TensorTree
 
 N_THERAPIES = len(THERAPIES)
+N_DRAWS = 11
+"""Uniform draws per patient and day of :meth:`Toxicity.step`."""
 CHECKPOINTS = [PD1, CTLA4]
 REDUCIBLE = [CHEMO, TARGETED]
 
@@ -92,7 +94,8 @@ class ProtocolRules:
     targeted_hold_days
         Targeted therapy is held this long after its own grade >= 3 event.
     unfit_load
-        Toxicity load at which a patient is unfit for any further treatment.
+        Toxicity load at which a patient is unfit for any further treatment (1.5: a second
+        grade >= 3 event before the first has half resolved, ECOG >= 3; assumption).
     """
 
     anc_to_dose: float = 1.5
@@ -101,7 +104,7 @@ class ProtocolRules:
     max_reductions: int = 2
     irae_hold_days: int = 42
     targeted_hold_days: int = 14
-    unfit_load: float = 2.0
+    unfit_load: float = 1.5
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, expected: str) -> ValueError:
@@ -141,15 +144,15 @@ class ToxPatients(TensorTree):
         Multiplier of the drug effect on neutrophil precursors (CV 33%).
     ae_susceptibility
         Multiplier of non-immune grade >= 3 event probabilities.
-    chemo_myelotoxicity
-        Marrow toxicity of the patient's chemotherapy regimen relative to docetaxel.
+    chemo_toxicity
+        Toxicity per dose of the patient's chemotherapy regimen relative to docetaxel.
     """
 
     irae_susceptibility: torch.Tensor
     anc_baseline: torch.Tensor
     marrow_sensitivity: torch.Tensor
     ae_susceptibility: torch.Tensor
-    chemo_myelotoxicity: torch.Tensor
+    chemo_toxicity: torch.Tensor
 
 
 def _lognormal_unit_mean(cv: float, z: torch.Tensor) -> torch.Tensor:
@@ -168,15 +171,15 @@ def sample_tox_patients(rates: dict[str, float], n: int, generator: torch.Genera
         anc_baseline=rates["anc_baseline"] * draw(rates["anc_baseline_cv"]),
         marrow_sensitivity=draw(rates["marrow_sensitivity_cv"]),
         ae_susceptibility=draw(rates["ae_susceptibility_cv"]),
-        chemo_myelotoxicity=torch.ones(n, device=device))
+        chemo_toxicity=torch.ones(n, device=device))
 
 
 def with_regimen_toxicity(patients: ToxPatients, cancer_types, params) -> ToxPatients:
-    """``patients`` with the chemotherapy myelotoxicity of each one's cancer type."""
-    values = [params.cancer(str(c)).chemo_myelotoxicity for c in cancer_types]
+    """``patients`` with the chemotherapy regimen toxicity of each one's cancer type."""
+    values = [params.cancer(str(c)).chemo_toxicity for c in cancer_types]
     tensor = torch.as_tensor(values, dtype=patients.anc_baseline.dtype,
                              device=patients.anc_baseline.device)
-    return replace(patients, chemo_myelotoxicity=tensor)
+    return replace(patients, chemo_toxicity=tensor)
 
 
 def typical_tox_patients(rates: dict[str, float], n: int,
@@ -209,6 +212,9 @@ class ToxState(TensorTree):
         ``(n,)`` toxicity load (overlapping severe events).
     dose_factor, reductions
         ``(n, 5)`` current dose multiple and number of reductions per therapy.
+    reduced_this_cycle
+        ``(n, 5)`` already reduced since the last dose: the next dose is reduced once for
+        the worst toxicity of the cycle, not once per event.
     pending, retry_day
         ``(n, 5)`` delayed dose waiting to be given, and the day it is re-checked.
     delays
@@ -234,6 +240,7 @@ class ToxState(TensorTree):
     load: torch.Tensor
     dose_factor: torch.Tensor
     reductions: torch.Tensor
+    reduced_this_cycle: torch.Tensor
     pending: torch.Tensor
     retry_day: torch.Tensor
     delays: torch.Tensor
@@ -260,6 +267,7 @@ class ToxState(TensorTree):
             load=full(0.0, dtype=torch.float32),
             dose_factor=full(1.0, (N_THERAPIES,), torch.float32),
             reductions=full(0, (N_THERAPIES,)),
+            reduced_this_cycle=full(False, (N_THERAPIES,), torch.bool),
             pending=full(0.0, (N_THERAPIES,), torch.float32),
             retry_day=full(0, (N_THERAPIES,)), delays=full(0),
             hold_until=full(0, (N_THERAPIES,)),
@@ -285,6 +293,8 @@ class ToxState(TensorTree):
 
     def stop(self, mask: torch.Tensor, reason: int, day: torch.Tensor) -> ToxState:
         """Stop the therapies in ``mask`` (``(n, 5)`` bool) for ``reason`` on ``day``."""
+        if not bool(mask.any()):
+            return self
         new = mask & ~self.stopped
         return replace(
             self, stopped=self.stopped | mask,
@@ -347,7 +357,8 @@ class Toxicity:
         given = given * tox.dose_factor
         # A delay is counted once per dose: on its scheduled day, not at every re-check.
         delays = tox.delays + (waits[:, CHEMO] & (scheduled[:, CHEMO] > 0)).long()
-        return replace(tox, pending=pending, retry_day=retry, delays=delays), given
+        return replace(tox, pending=pending, retry_day=retry, delays=delays,
+                       reduced_this_cycle=tox.reduced_this_cycle & ~(given > 0)), given
 
     # ------------------------------------------------------------------ daily toxicity
     def step(self, tox: ToxState, patients: ToxPatients, exposure: Exposure,
@@ -381,12 +392,15 @@ class Toxicity:
         n = alive.shape[0]
         dev = alive.device
 
+        # Every draw of the day at once (one call keeps the step cheap at large batches).
+        draws = iter(torch.rand(N_DRAWS, n, generator=generator, device=dev).unbind(0))
+
         def uniform() -> torch.Tensor:
-            return torch.rand(n, generator=generator, device=dev)
+            return next(draws)
 
         # --- neutrophils (Friberg 2002), 4 explicit sub-steps per day --------------
         marrow = patients.marrow_sensitivity * (
-            r["chemo_marrow_slope"] * patients.chemo_myelotoxicity * exposure.chemo_amount
+            r["chemo_marrow_slope"] * patients.chemo_toxicity * exposure.chemo_amount
             + r["targeted_marrow_slope"] * exposure.targeted_amount)
         neut = _friberg(tox.neutrophils, patients.anc_baseline, marrow, self.ktr,
                         r["neutrophil_feedback"])
@@ -419,7 +433,8 @@ class Toxicity:
 
         # --- other grade >= 3 treatment-related events ------------------------------
         susceptible = patients.ae_susceptibility
-        chemo_p = 1 - torch.pow(1 - r["chemo_ae_per_dose"], given[:, CHEMO].clamp_min(0))
+        per_dose = (r["chemo_ae_per_dose"] * patients.chemo_toxicity).clamp(max=0.99)
+        chemo_p = 1 - torch.pow(1 - per_dose, given[:, CHEMO].clamp_min(0))
         radio_p = 1 - torch.pow(1 - r["radio_ae_per_fraction"],
                                 given[:, RADIO].clamp_min(0) / RADIO_STANDARD_GY)
         other_chemo = (uniform() < (chemo_p * susceptible).clamp(max=1)) & alive
@@ -454,7 +469,7 @@ class Toxicity:
         on_chemo = exposure.chemo_amount > 1e-4
         reduce[:, CHEMO] = ((fn | prolonged) & on_chemo) | other_chemo
         reduce[:, TARGETED] = other_targeted
-        reduce &= ~tox.stopped
+        reduce &= ~tox.stopped & ~tox.reduced_this_cycle
         exhausted = reduce & (tox.reductions >= rules.max_reductions)
         reductions = tox.reductions + (reduce & ~exhausted).long()
         dose_factor = torch.where(reduce & ~exhausted, tox.dose_factor * rules.reduction_factor,
@@ -462,7 +477,8 @@ class Toxicity:
         hold = tox.hold_until.clone()
         hold[:, TARGETED] = torch.where(other_targeted, day + rules.targeted_hold_days,
                                         hold[:, TARGETED])
-        tox = replace(tox, reductions=reductions, dose_factor=dose_factor, hold_until=hold)
+        tox = replace(tox, reductions=reductions, dose_factor=dose_factor, hold_until=hold,
+                      reduced_this_cycle=tox.reduced_this_cycle | reduce)
         tox = tox.stop(exhausted, STOP_TOXICITY, day)
         # irAE rules: grade 4, recurrence or an organ rule stop checkpoint inhibitors;
         # otherwise each therapy's grade 3 rule (hold or stop) applies.
@@ -497,17 +513,18 @@ def _saturating(exposure: torch.Tensor, half: float) -> torch.Tensor:
 
 def _friberg(compartments: torch.Tensor, baseline: torch.Tensor, drug: torch.Tensor,
              ktr: float, gamma: float, substeps: int = 4) -> torch.Tensor:
-    """One day of the Friberg neutrophil model; ``drug`` lowers proliferation."""
+    """One day of the Friberg neutrophil model; ``drug`` lowers proliferation.
+
+    Each compartment relaxes at ``ktr`` towards its inflow: proliferation
+    ``prol (1 - drug) (ANC0 / ANC)^gamma`` for the proliferating pool, the previous
+    compartment for the others (explicit Euler, ``substeps`` per day).
+    """
     x = compartments
-    h = 1.0 / substeps
+    rate = ktr / substeps
     base = baseline.clamp_min(1e-3)
+    keep = 1 - drug
     for _ in range(substeps):
-        prol, t1, t2, t3, circ = x.unbind(-1)
-        feedback = (base / circ.clamp_min(1e-3)).pow(gamma)
-        d_prol = ktr * prol * ((1 - drug) * feedback - 1)
-        d_t1 = ktr * (prol - t1)
-        d_t2 = ktr * (t1 - t2)
-        d_t3 = ktr * (t2 - t3)
-        d_circ = ktr * (t3 - circ)
-        x = (x + h * torch.stack([d_prol, d_t1, d_t2, d_t3, d_circ], -1)).clamp_min(1e-4)
+        feedback = (base / x[:, -1].clamp_min(1e-3)).pow(gamma)
+        inflow = torch.cat([x[:, :1] * (keep * feedback)[:, None], x[:, :-1]], dim=1)
+        x = (x + rate * (inflow - x)).clamp_min(1e-4)
     return x

@@ -55,6 +55,9 @@ class TrialResult:
         neutropenia.
     median_time_to_response_days
         Median day of the first documented response among responders (``nan`` if none).
+    responder_progression_rate
+        Share of responders who progressed or died within the follow-up (``nan`` if none):
+        the durability of responses.
     median_pfs_days, median_pfs_ci
         Kaplan-Meier median PFS (``inf`` if not reached) and its 95% interval.
     best_response
@@ -83,6 +86,7 @@ class TrialResult:
     neutropenia_rate: float
     febrile_neutropenia_rate: float
     median_time_to_response_days: float
+    responder_progression_rate: float
     median_pfs_days: float
     median_pfs_ci: tuple[float, float]
     best_response: dict[str, int]
@@ -95,7 +99,7 @@ class TrialResult:
             "cr_rate", "grade3_irae_rate", "grade3_irae_ci", "grade3_ae_rate", "grade3_ae_ci",
             "discontinuation_rate", "discontinuation_ci", "treatment_death_rate",
             "treatment_death_ci", "neutropenia_rate", "febrile_neutropenia_rate",
-            "median_time_to_response_days", "median_pfs_days",
+            "median_time_to_response_days", "responder_progression_rate", "median_pfs_days",
             "median_pfs_ci", "best_response")}
 
 
@@ -139,6 +143,7 @@ def summarize(sim: Simulation, rows: np.ndarray | slice = slice(None), *, cancer
     tr_death = take(tox.treatment_death)
     response_day = sim.response_day[rows]
     ttr = float(np.median(response_day[responder])) if responder.any() else math.nan
+    lost = (float(sim.pfs_event[rows][responder].mean()) if responder.any() else math.nan)
     median, median_ci = km_median(sim.pfs_day[rows], sim.pfs_event[rows])
     p = sim.patients
     index = np.arange(len(sim.best_response))[rows]
@@ -182,7 +187,8 @@ def summarize(sim: Simulation, rows: np.ndarray | slice = slice(None), *, cancer
         treatment_death_rate=death_rate, treatment_death_ci=death_ci,
         neutropenia_rate=float((table["worst_neutropenia"] >= 3).mean()),
         febrile_neutropenia_rate=float(table["febrile_neutropenia"].mean()),
-        median_time_to_response_days=ttr, median_pfs_days=median, median_pfs_ci=median_ci,
+        median_time_to_response_days=ttr, responder_progression_rate=lost,
+        median_pfs_days=median, median_pfs_ci=median_ci,
         best_response={code: int((best == i).sum()) for i, code in enumerate(RESPONSE_CODES)},
         patients=table,
     )
