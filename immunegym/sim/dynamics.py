@@ -465,7 +465,10 @@ class Dynamics:
         mean = mean.clamp_min(0)
         counts = (mean + mean.sqrt() * torch.randn(mean.shape, generator=generator,
                                                    device=mean.device)).clamp_min(0)
-        small = mean < self.r["langevin_threshold"]
-        # Poisson draws only where the means are small (most means are large in big tumors).
-        counts[small] = torch.poisson(mean[small], generator=generator)
+        # Poisson draws only where the means are small (most means are large in big tumors);
+        # one nonzero() serves both the gather and the scatter.
+        small = (mean < self.r["langevin_threshold"]).view(-1).nonzero().squeeze(1)
+        flat = counts.view(-1)
+        flat.index_copy_(0, small, torch.poisson(mean.reshape(-1).index_select(0, small),
+                                                 generator=generator))
         return counts
