@@ -53,7 +53,8 @@ def test_random_dosing_does_not_beat_standard_of_care(random_and_guideline):
     "known miss (issue 15): random dosing gives chemotherapy, which the trials themselves "
     "show gives longer PFS than the pembrolizumab monotherapy that is standard of care in "
     "HNSCC and urothelial cancer (KEYNOTE-048, KEYNOTE-045); without chemotherapy the random "
-    "agent's PFS equals standard of care's. See BENCHMARKS.md, ImmuneSim v2 realism."))
+    "agent's PFS is within 0.4 cycles of standard of care's. See BENCHMARKS.md, ImmuneSim "
+    "v2 realism."))
 def test_random_dosing_progression_free_time_and_survival(random_and_guideline):
     random, guideline = random_and_guideline
     assert random["pfs_cycles"] <= guideline["pfs_cycles"]
