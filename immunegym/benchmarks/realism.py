@@ -33,11 +33,11 @@ ONE_YEAR_CYCLES = 17
 def paired_difference(a: np.ndarray, b: np.ndarray, *, seed: int = 0,
                       n_boot: int = 2000) -> dict[str, Any]:
     """Mean of ``a - b`` over the same patients with a patient-bootstrap 95% interval."""
+    from immunegym.benchmarks.common import bootstrap_mean
+
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    boot = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "n": len(diff)}
+    return {"mean": float(diff.mean()), "ci95": bootstrap_mean(diff, seed=seed, n=n_boot),
+            "n": len(diff)}
 
 
 def random_vs_guideline(n_patients: int = 256, *, seed: int = 0) -> dict[str, Any]:
