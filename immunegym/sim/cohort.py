@@ -43,7 +43,7 @@ from immunegym.sim.observation import (
 )
 from immunegym.sim.outcomes import CR, PR, RESPONSE_CODES
 from immunegym.sim.parameters import PHENOTYPES, ParameterSet
-from immunegym.sim.simulator import COHORT_IMAGING, SIGNAL_NAMES, ImmuneSim
+from immunegym.sim.simulator import COHORT_IMAGING, SIGNAL_NAMES, ImmuneSim, Simulation
 from immunegym.sim.state import compartments_to_fine
 from immunegym.sim.therapy import parse_regimen
 from immunegym.sim.toxicity import DEATH_CAUSES
@@ -132,6 +132,9 @@ class HiddenTruth:
         ``(D, n)`` bool.
     parameters
         Per-patient parameter table (phenotype, antigenicity, ...).
+    total_cells
+        ``(D, n)`` true cells summed over all fine types, so that ``composition *
+        total_cells`` gives absolute counts; ``None`` in files written before it existed.
     """
 
     patient_ids: list[str]
@@ -141,6 +144,7 @@ class HiddenTruth:
     signals: np.ndarray
     alive: np.ndarray
     parameters: pd.DataFrame
+    total_cells: np.ndarray | None = None
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors + JSON metadata, atomically."""
@@ -153,6 +157,8 @@ class HiddenTruth:
             "alive": self.alive.astype(np.uint8),
             "parameters": numeric.to_numpy(np.float64),
         }
+        if self.total_cells is not None:
+            arrays["total_cells"] = self.total_cells.astype(np.float64)
         meta = {"patient_ids": self.patient_ids, "fine_types": list(FINE_TYPES),
                 "signal_names": list(SIGNAL_NAMES),
                 "parameter_columns": list(numeric.columns),
@@ -167,7 +173,7 @@ class HiddenTruth:
         parameters.insert(0, "phenotype", meta["phenotype"])
         return cls(list(meta["patient_ids"]), arrays["days"], arrays["composition"],
                    arrays["tumor_cells"], arrays["signals"], arrays["alive"].astype(bool),
-                   parameters)
+                   parameters, arrays.get("total_cells"))
 
 
 @dataclass
@@ -200,31 +206,64 @@ def _biopsy_days(rng: np.random.Generator, k: int, last_day: int) -> list[int]:
     return sorted({first, *map(int, chosen)})
 
 
-def simulate_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
-                    device: str = "cpu") -> Cohort:
-    """Generate one cohort (deterministic given ``spec.seed``)."""
+@dataclass
+class CohortRun:
+    """The simulation shared by :func:`simulate_cohort` and the counts-only path.
+
+    ``rng`` has drawn only the arm shuffle; every later draw (batch effect, biopsies) is up
+    to the caller, so that both paths start from the same stream.
+    """
+
+    spec: CohortSpec
+    sim: ImmuneSim
+    rng: np.random.Generator
+    course: Simulation
+    arm: np.ndarray
+    ids: list[str]
+    regimen_names: list[str]
+    responder: np.ndarray
+    death_day: np.ndarray
+    truth: HiddenTruth
+
+
+def run_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
+               device: str = "cpu") -> CohortRun:
+    """Patients, arms and the daily course of a cohort, with its hidden truth."""
     sim = ImmuneSim(params, device=device, seed=spec.seed)
     rng = np.random.default_rng(spec.seed)
-    lab = LABS[spec.lab]
     n = spec.n_patients
     patients = sim.sample_patients(spec.cancer_type, n)
     arm = np.arange(n) % len(spec.regimens)
     rng.shuffle(arm)
     course = sim.run(patients, list(spec.regimens), spec.horizon_days, group=arm,
                      imaging=COHORT_IMAGING, record_every=1, record_given=True)
-    patients = course.patients
     fine = compartments_to_fine(torch.from_numpy(course.cells)).numpy()
-    composition = fine / np.clip(fine.sum(-1, keepdims=True), 1.0, None)
+    total = fine.sum(-1)
+    composition = fine / np.clip(total[..., None], 1.0, None)
     tumor = course.cells[:, :, :3].sum(-1)
     death_day = course.state.death_day.cpu().numpy()
     days = course.record_days
     alive = (death_day[None, :] < 0) | (days[:, None] < death_day[None, :])
     ids = [f"{spec.name}-P{i:03d}" for i in range(n)]
-    batch_effect = sample_batch_effect(lab, rng)
-
-    best = course.best_response
-    responder = np.where(np.isin(best, (PR, CR)), "R", "NR")
+    responder = np.where(np.isin(course.best_response, (PR, CR)), "R", "NR")
     regimen_names = [parse_regimen(r).name for r in spec.regimens]
+    truth = HiddenTruth(ids, days, composition, tumor, course.signals, alive,
+                        _parameter_table(course.patients), total)
+    return CohortRun(spec, sim, rng, course, arm, ids, regimen_names, responder, death_day,
+                     truth)
+
+
+def simulate_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
+                    device: str = "cpu") -> Cohort:
+    """Generate one cohort (deterministic given ``spec.seed``)."""
+    run = run_cohort(spec, params=params, device=device)
+    sim, rng, course, arm, ids = run.sim, run.rng, run.course, run.arm, run.ids
+    regimen_names, responder, death_day = run.regimen_names, run.responder, run.death_day
+    composition, tumor = run.truth.composition, run.truth.tumor_cells
+    days = run.truth.days
+    lab = LABS[spec.lab]
+    n = spec.n_patients
+    batch_effect = sample_batch_effect(lab, rng)
 
     x_parts, obs_parts = [], []
     signal_index = {name: i for i, name in enumerate(SIGNAL_NAMES)}
@@ -273,9 +312,7 @@ def simulate_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
     adata.uns["patients"] = _patient_table(ids, arm, regimen_names, course, responder)
     adata.uns["imaging"] = _imaging_table(ids, course)
     adata.uns["therapy_cycles"] = _cycle_table(ids, course.given, spec.horizon_days)
-    truth = HiddenTruth(ids, days, composition, tumor, course.signals, alive,
-                        _parameter_table(patients))
-    return Cohort(spec, adata, truth)
+    return Cohort(spec, adata, run.truth)
 
 
 def make_cohort(
