@@ -87,8 +87,8 @@ def test_train_and_bench_world_model_commands(tmp_path):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(
         f'[data]\nsuite = "{suite}"\n[split]\ntest_fraction = 0.3\nval_fraction = 0.2\n'
-        "[model]\nn_members = 2\nd_model = 16\nn_heads = 2\nn_layers = 1\nd_ff = 32\n"
-        "[train]\nepochs = 2\nbatch_size = 16\n")
+        "[model]\nn_members = 2\nd_hidden = 8\nd_context = 2\nd_dynamics = 16\n"
+        "[train]\nepochs = 2\nbatch_size = 16\nhorizons = 2\n")
     out = tmp_path / "ckpt"
     result = runner.invoke(app, ["train", "--config", str(recipe), "--out", str(out),
                                  "--device", "cpu", "--log-dir", str(tmp_path / "tb")],
@@ -96,6 +96,7 @@ def test_train_and_bench_world_model_commands(tmp_path):
     assert result.exit_code == 0, result.output
     card = json.loads((out / "training.json").read_text())
     assert card["split"]["n_test"] > 0 and card["data"]["n_patients"] == 70
+    assert card["data"]["privileged"], "a suite directory carries the hidden truth"
     assert list((tmp_path / "tb" / "member1").glob("events.out.tfevents.*"))
     bench = tmp_path / "wm.json"
     result = runner.invoke(app, ["bench", "world-model", "--quick", "--json", str(bench),
@@ -103,7 +104,9 @@ def test_train_and_bench_world_model_commands(tmp_path):
                                  "--no-speed"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     data = json.loads(bench.read_text())
-    assert set(data["rollout_6"]) >= {"world_model", "persistence", "ridge", "cohort_mean"}
+    assert set(data["rollout_6"]) >= {"world_model", "persistence", "ridge", "cohort_mean",
+                                      "history_mean", "ridge_truth"}
+    assert len(data["coverage90_by_horizon"]) == 6
     assert 0 <= data["coverage90"] <= 1 and data["n_origins"] > 0
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nwidth = 3\n")

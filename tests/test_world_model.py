@@ -1,4 +1,5 @@
-"""World model: timelines, module, fit/predict/rollout, checkpoints, recipe, benchmark."""
+"""World model: timelines, module, fit/filter/predict/rollout/smooth, checkpoints, recipe,
+benchmark."""
 
 from __future__ import annotations
 
@@ -12,12 +13,18 @@ import scipy.stats
 import torch
 from scipy.special import gammaln
 
-from immunegym.benchmarks.baselines import CohortMean, Persistence, RidgeDynamics
-from immunegym.benchmarks.world_model import evaluate, load_cohorts, make_origins
+from immunegym.benchmarks.baselines import (
+    CohortMean,
+    HistoryMean,
+    Persistence,
+    RidgeDynamics,
+    RidgeTruth,
+)
+from immunegym.benchmarks.world_model import LabeledCohorts, evaluate, load_cohorts, make_origins
 from immunegym.ontology import FINE_TYPES, tree_wasserstein
 from immunegym.sim.cohort import CohortSpec, simulate_cohort
 from immunegym.world_model import (
-    ModuleConfig,
+    LatentConfig,
     Recipe,
     TrainConfig,
     WorldModel,
@@ -25,15 +32,13 @@ from immunegym.world_model import (
     build_timelines,
     concat_timelines,
     load,
+    simulate_counts_cohort,
     split_patients,
 )
-from immunegym.world_model.batching import cumulative_dose, interval_dose, split_blocks
 from immunegym.world_model.checkpoint import PRETRAINED
-from immunegym.world_model.module import (
-    NextState,
-    _gamma,
-    dirichlet_multinomial_nll,
-)
+from immunegym.world_model.events import cumulative_dose, interval_dose, split_blocks
+from immunegym.world_model.latent import NextState, dirichlet_multinomial_nll
+from immunegym.world_model.synthetic import concat_grid_truth
 
 SPECS = (
     CohortSpec("t_fine", "melanoma", ("anti_pd1", "none"), "tme_fine", n_patients=10, seed=7,
@@ -41,7 +46,8 @@ SPECS = (
     CohortSpec("t_panel", "nsclc", ("anti_pd1+chemo",), "clinical_panel", n_patients=8,
                seed=8, horizon_days=200),
 )
-SMALL = ModuleConfig(n_programs=8, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)
+SMALL = LatentConfig(d_hidden=16, d_context=4, d_dynamics=32)
+TINY_TRAIN = TrainConfig(epochs=5, batch_size=8, patience=5, lr=5e-3, horizons=4)
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +61,24 @@ def timelines(cohorts):
 
 
 @pytest.fixture(scope="module")
-def fitted(timelines):
-    model = WorldModel(WorldModelConfig(SMALL, n_members=2, programs=timelines.programs), seed=3)
-    split = split_patients(timelines.patient_ids, test_fraction=0.0, val_fraction=0.25)
-    train = timelines.subset(np.nonzero(split == "train")[0])
-    val = timelines.subset(np.nonzero(split == "val")[0])
-    model.fit(train, val, TrainConfig(epochs=6, batch_size=8, patience=6, lr=5e-3), seed=1)
+def synthetic():
+    """Counts-only training cohorts (new seeds) with the hidden truth on their grid."""
+    from dataclasses import replace
+
+    parts = [simulate_counts_cohort(replace(s, name=s.name + "_syn", seed=s.seed + 50),
+                                    horizons=4) for s in SPECS]
+    return (concat_timelines([p.timelines for p in parts]),
+            concat_grid_truth([p.truth for p in parts]))
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic):
+    tl, truth = synthetic
+    model = WorldModel(WorldModelConfig(SMALL, n_members=2), seed=3)
+    split = split_patients(tl.patient_ids, test_fraction=0.0, val_fraction=0.25)
+    train, val = np.nonzero(split == "train")[0], np.nonzero(split == "val")[0]
+    model.fit(tl.subset(train), tl.subset(val), TINY_TRAIN, seed=1,
+              truth_train=truth.subset(train), truth_val=truth.subset(val))
     return model
 
 
@@ -189,19 +207,12 @@ def test_dirichlet_multinomial_matches_scipy_and_merges_blocks():
     assert -nll_block == pytest.approx(expected_m, rel=1e-5)
 
 
-def test_seeded_gamma_sampler_is_reproducible_and_unbiased():
-    alpha = torch.tensor([0.3, 1.0, 5.0, 40.0]).expand(20000, -1)
-    a = _gamma(alpha, torch.Generator().manual_seed(0))
-    b = _gamma(alpha, torch.Generator().manual_seed(0))
-    assert torch.equal(a, b)
-    np.testing.assert_allclose(a.mean(0).numpy(), [0.3, 1.0, 5.0, 40.0], rtol=0.05)
-    np.testing.assert_allclose(a.var(0).numpy(), [0.3, 1.0, 5.0, 40.0], rtol=0.1)
-
-
 # ---------------------------------------------------------------------------- model
 def test_fit_lowers_the_loss_and_predictions_are_valid(fitted, timelines):
+    assert fitted.config.privileged
     for history in fitted.history:
         assert min(r.val_loss for r in history[1:]) < history[0].val_loss
+        assert np.isfinite([r.val_state for r in history]).all()
     pred = fitted.predict(timelines, ["anti_pd1"])
     comp = pred.composition
     assert comp.shape == (len(timelines), 20)
@@ -225,9 +236,81 @@ def test_rollout_modes_and_seeding(fitted, timelines):
     assert bool((lo <= hi).all())
     alea = fitted.rollout(timelines, doses, n_samples=3, noise="aleatoric", seed=1)
     assert bool((alea.member == 0).all())
-    # Aleatoric samples spread; the mean path does not.
+    # Sampled latent paths spread; the mean path does not.
     assert float(alea.compositions.std(0).mean()) > 0
     assert float(mean.days[0, 0] - timelines.days[0, timelines.lengths[0] - 1]) == 21.0
+    # The first step of the mean path is predict() one cycle ahead.
+    step = fitted.predict(timelines, doses[:, 0])
+    np.testing.assert_allclose(mean.compositions.mean(0)[:, 0].numpy(),
+                               step.composition.numpy(), atol=1e-5)
+
+
+def test_filter_estimate_and_smoother(fitted, synthetic):
+    tl, _ = synthetic
+    today = fitted.estimate(tl)
+    np.testing.assert_allclose(today.composition.sum(-1).numpy(), 1.0, atol=1e-5)
+    smoothed = fitted.smooth(tl)
+    assert smoothed.composition.shape == tl.fractions.shape
+    assert float(smoothed.composition[~tl.valid].abs().sum()) == 0.0
+    # Hiding a biopsy changes the smoother's estimate at that point, and only the data
+    # (not the point itself) is lost: the point stays as a query.
+    p = int(np.nonzero(tl.comp_observed.sum(1).numpy() >= 3)[0][0])
+    j = int(np.nonzero(tl.comp_observed[p].numpy())[0][1])
+    one = tl.subset([p])
+    hidden = tl.subset([p])
+    hidden.comp_observed[0, j] = False
+    hidden.counts[0, j] = 0.0
+    hidden.fractions[0, j] = 0.0
+    a, b = fitted.smooth(one).composition[0, j], fitted.smooth(hidden).composition[0, j]
+    assert not torch.allclose(a, b)
+    np.testing.assert_allclose(float(b.sum()), 1.0, atol=1e-5)
+    # The filter at a point ignores later points; the smoother does not.
+    early = tl.subset([p]).truncate(np.array([float(tl.days[p, j])]))
+    f_full = fitted.members[0].filter(fitted.inputs(tl.subset([p]))).z[0, j]
+    f_early = fitted.members[0].filter(fitted.inputs(early)).z[0, j]
+    torch.testing.assert_close(f_full, f_early)
+
+
+def test_calibration_sets_per_horizon_scales(fitted, synthetic):
+    from dataclasses import replace
+
+    tl, truth = synthetic
+    model = WorldModel(replace(fitted.config, conformal_scale=()), seed=0)
+    for mine, theirs in zip(model.members, fitted.members, strict=True):
+        mine.load_state_dict(theirs.state_dict())
+    scales = model.calibrate(tl, truth, horizons=3, n_samples=16)
+    assert len(scales) == 3 and all(np.isfinite(scales)) and min(scales) > 0
+    assert model.config.conformal_scale == scales
+
+
+def test_lab_handling(fitted, timelines):
+    other = timelines.subset(range(2))
+    other.patients["lab"] = "my_lab"
+    with pytest.raises(ValueError, match="'my_lab' is not a lab this model has seen"):
+        fitted.predict(other, ["anti_pd1"])
+    other.patients["lab"] = "unknown"
+    comp = fitted.predict(other, ["anti_pd1"]).composition
+    np.testing.assert_allclose(comp.sum(-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_fit_from_observations_alone_on_a_user_cohort(cohorts):
+    """``fit(adata)``: a registered AnnData, no truth, validation held out by hash."""
+    model = WorldModel(WorldModelConfig(SMALL, n_members=1), seed=0)
+    model.fit(cohorts[0].adata, train_config=TrainConfig(epochs=3, batch_size=4, horizons=2))
+    assert not model.config.privileged
+    history = model.history[0]
+    assert np.isfinite([r.val_loss for r in history]).all()
+    assert np.isnan([r.val_state for r in history]).all()
+    assert min(r.val_loss for r in history[1:]) < history[0].val_loss
+    tl = build_timelines(cohorts[0].adata)
+    comp = model.predict(tl, ["anti_pd1"]).composition
+    np.testing.assert_allclose(comp.sum(-1).numpy(), 1.0, atol=1e-5)
+    # One biopsy per patient and nothing after it: no dynamics to learn from observations.
+    single = tl.truncate(tl.days[:, 0].numpy())
+    single.burden_observed[:] = False
+    with pytest.raises(ValueError, match="single observation"):
+        WorldModel(WorldModelConfig(SMALL, n_members=1)).fit(
+            single, single, TrainConfig(epochs=1, horizons=2))
 
 
 def test_predict_rejects_bad_input(fitted, timelines):
@@ -264,7 +347,7 @@ def test_checkpoint_roundtrip_and_bad_files(fitted, timelines, tmp_path):
 
     # A config that does not match the weights.
     config = json.loads((path / "config.json").read_text())
-    config["module"]["d_model"] = 32
+    config["module"]["d_hidden"] = 32
     mismatch = tmp_path / "mismatch"
     mismatch.mkdir()
     (mismatch / "config.json").write_text(json.dumps(config))
@@ -283,15 +366,34 @@ def test_checkpoint_roundtrip_and_bad_files(fitted, timelines, tmp_path):
     (mismatch / "config.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not a world-model config"):
         load(mismatch)
+    # Cell types in another order: the columns would be mislabeled.
+    reordered = json.loads((path / "config.json").read_text())
+    reordered["types"] = reordered["types"][::-1]
+    (mismatch / "config.json").write_text(json.dumps(reordered))
+    with pytest.raises(ValueError, match="another order"):
+        load(mismatch)
+    # NaN weights.
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / "weights.safetensors"))
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.dim() == 2)
+    tensors[name] = tensors[name].clone()
+    tensors[name][0, 0] = float("nan")
+    (mismatch / "config.json").write_text((path / "config.json").read_text())
+    save_file(tensors, str(mismatch / "weights.safetensors"))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load(mismatch)
 
 
-def test_training_is_reproducible(timelines):
+def test_training_is_reproducible(synthetic):
+    tl, truth = synthetic
+
     def run() -> torch.Tensor:
-        model = WorldModel(WorldModelConfig(SMALL, n_members=1, programs=timelines.programs),
-                           seed=5)
-        cfg = TrainConfig(epochs=2, batch_size=8, patience=2)
-        model.fit(timelines.subset(range(12)), timelines.subset(range(12, 18)), cfg, seed=2)
-        return model.predict(timelines, ["chemo"]).composition
+        model = WorldModel(WorldModelConfig(SMALL, n_members=1), seed=5)
+        cfg = TrainConfig(epochs=2, batch_size=8, patience=2, horizons=4)
+        model.fit(tl.subset(range(12)), tl.subset(range(12, 18)), cfg, seed=2,
+                  truth_train=truth.subset(range(12)), truth_val=truth.subset(range(12, 18)))
+        return model.predict(tl, ["chemo"]).composition
 
     state = torch.random.get_rng_state()
     assert torch.equal(run(), run())
@@ -301,7 +403,9 @@ def test_training_is_reproducible(timelines):
 # ---------------------------------------------------------------------------- recipe
 def test_recipe_validation(tmp_path):
     good = Recipe.load(Path(__file__).parents[1] / "immunegym/world_model/configs/default.toml")
-    assert good.n_members >= 1 and good.suite == "default" and not good.use_cancer_type
+    assert good.n_members >= 1 and not good.use_cancer_type
+    assert good.n_patients >= 10 * 573, "the default trains on 10x the suite's patients"
+    assert good.counts_only and good.train.privileged
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nd_modle = 3\n")
     with pytest.raises(ValueError, match=r"unknown keys \['d_modle'\] in \[model\]"):
@@ -311,6 +415,15 @@ def test_recipe_validation(tmp_path):
         Recipe.load(bad)
     bad.write_text("[train\n")
     with pytest.raises(ValueError, match="not valid TOML"):
+        Recipe.load(bad)
+    bad.write_text("[data]\nsuite = \"none\"\nn_patients = 0\n")
+    with pytest.raises(ValueError, match="data.n_patients: expected >= 1"):
+        Recipe.load(bad)
+    bad.write_text("[data]\nn_patients = -5\n")
+    with pytest.raises(ValueError, match="data.n_patients: expected an integer >= 0"):
+        Recipe.load(bad)
+    bad.write_text("[model]\nd_hidden = \"big\"\n")
+    with pytest.raises(ValueError, match="model.d_hidden: expected an integer"):
         Recipe.load(bad)
     with pytest.raises(FileNotFoundError):
         Recipe.load(tmp_path / "missing.toml")
@@ -322,25 +435,52 @@ def test_baselines_and_benchmark_sections(fitted, timelines):
     origins = make_origins(data, np.arange(len(data.timelines)), horizons=6)
     assert len(origins.rows) > 0
     assert origins.true_comp.shape[1:] == (6, 20)
+    assert (~origins.is_biopsy).any(), "scan days are origins too"
     doses = np.zeros((len(origins.rows), 6, 5))
-    for cls in (Persistence, RidgeDynamics, CohortMean):
+    for cls in (Persistence, RidgeDynamics, CohortMean, HistoryMean):
         comp, burden = cls().fit(data.timelines).forecast(origins.context, doses)
         assert comp.shape == (len(origins.rows), 6, 20)
         np.testing.assert_allclose(comp.sum(-1), 1.0, atol=1e-6)
         assert np.isfinite(burden).all()
-    result = evaluate(fitted, data.timelines, origins, n_samples=4)
+    ridge = RidgeTruth().fit(data.timelines, data.truth_composition, data.truth_burden, 6)
+    comp, _ = ridge.forecast(origins.context, doses)
+    np.testing.assert_allclose(comp.sum(-1), 1.0, atol=1e-6)
+    result = evaluate(fitted, data.timelines, origins, n_samples=4, train_truth=data)
     for key in ("one_step", "rollout_6"):
         section = result[key]
-        assert {"world_model", "persistence", "ridge", "cohort_mean"} <= set(section)
+        assert {"world_model", "persistence", "ridge", "cohort_mean", "history_mean",
+                "ridge_truth", "noise_floor", "oracle_persistence",
+                "estimate_today"} <= set(section)
         assert all(section[m] >= 0 for m in ("world_model", "persistence", "ridge"))
+        assert set(section["difference_ci95"]) >= {"persistence", "ridge_truth"}
+        assert section["best_baseline"] != "ridge_truth", "a privileged reference, not a rival"
     assert 0.0 <= result["coverage90"] <= 1.0
+    assert len(result["coverage90_by_horizon"]) == 6
+    assert len(result["crps_by_horizon"]["composition"]) == 6
+    assert {"lab", "history_biopsies", "treated", "origin"} <= set(result["strata_rollout_6"])
+    assert isinstance(data, LabeledCohorts)
 
 
 def test_pretrained_default_loads_and_predicts(timelines):
     model = load()
     assert (PRETRAINED / "weights.safetensors").stat().st_size < 20 * 2**20
     assert model.config.leaf_prior, "the shipped model carries its block-split prior"
+    assert model.config.privileged and model.config.conformal_scale
     comp = model.predict(timelines, ["anti_pd1"]).composition
     np.testing.assert_allclose(comp.sum(-1).numpy(), 1.0, atol=1e-5)
     card = (PRETRAINED / "MODEL_CARD.md").read_text()
     assert "Intended use" in card and "rollout_6" in card, "the card carries its figures"
+
+
+def test_recipe_data_synthetic_patients_never_reach_the_test_split():
+    from immunegym.world_model.recipe import load_training_data, split_rows
+
+    recipe = Recipe(suite="none", n_patients=28, data_seed=3)
+    data = load_training_data(recipe, horizons=2)
+    assert len(data.timelines) == 28 and data.synthetic.all()
+    assert data.truth is not None and data.truth.log_cells.shape[:2] == data.timelines.days.shape
+    assert all("_syn3" in c for c in data.timelines.patients["cohort"])
+    train, val, record = split_rows(data, recipe)
+    assert record["n_test"] == 0 and len(train) + len(val) == 28
+    again = load_training_data(recipe, horizons=2)
+    assert torch.equal(again.timelines.counts, data.timelines.counts), "seeded, reproducible"

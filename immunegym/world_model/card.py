@@ -19,25 +19,34 @@ def render_card(model, card: dict[str, object]) -> str:
     parts = [
         "# immunegym world model",
         "",
-        "A trajectory-aware Transformer over observed tumor timelines (biopsy compositions "
-        "over 20 fine cell types, program scores, imaging burden, therapy per 21-day cycle). "
-        "It predicts the next time point's composition (Dirichlet) and log sum of diameters "
-        "(Gaussian); a deep ensemble gives the epistemic part.",
+        "A latent state-space model: the state is the log abundance of 20 fine cell types; "
+        "a GRU filter reads biopsies (through each lab's labeling bias), scans and doses; "
+        "per-drug additive dynamics with a penalized pair interaction carry the state "
+        "forward; a biopsy is a Dirichlet-multinomial draw around the state, a scan a "
+        "Gaussian around its sum of diameters. Members are trained on bootstrap resamples; "
+        "rollouts sample the state, with per-horizon conformal scales.",
         "",
         "## Model",
         _table({
             "members": model.config.n_members,
             "parameters per member": f"{model.num_parameters():,}",
-            "d_model / heads / layers / d_ff": f"{c.d_model} / {c.n_heads} / {c.n_layers} / "
-                                               f"{c.d_ff}",
+            "filter GRU width / context / dynamics width": f"{c.d_hidden} / {c.d_context} / "
+                                                           f"{c.d_dynamics}",
             "cancer type as input": bool(model.config.cancer_types),
-            "programs": ", ".join(model.config.programs) or "none",
+            "labs with a learned labeling bias": ", ".join(model.config.labs) or "none",
+            "privileged training (hidden state supervises the latent)":
+                model.config.privileged,
+            "conformal scale by horizon": ", ".join(
+                f"{s:.2f}" for s in model.config.conformal_scale) or "none",
         }),
         "",
         "## Training data",
-        "Synthetic cohorts from ImmuneSim (the calibrated mechanistic simulator): only what "
-        "a lab observes (biopsies labeled in each lab's convention, imaging, therapies), "
-        "never the simulator's hidden state.",
+        "Synthetic cohorts from ImmuneSim (the calibrated mechanistic simulator). Inputs are "
+        "only what a lab observes (biopsies labeled in each lab's convention, imaging, "
+        "therapies). With privileged training the simulator's hidden daily state (true "
+        "log cell counts and sum of diameters) supervises the latent state and the model's "
+        "own 8-cycle rollouts; the observation likelihood stays in the loss, so the model "
+        "can be fine-tuned on a user's cohort from observations alone.",
         "",
         "```json",
         json.dumps(data, indent=2),
@@ -52,11 +61,18 @@ def render_card(model, card: dict[str, object]) -> str:
         "- Research only. Not validated on real patients; not for clinical decisions.",
         "",
         "## Limits",
-        "- Trained on simulated cohorts of the default suite (8 cancer types, 5 therapies); "
-        "dynamics outside them (other drugs, schedules far from the standard ones, horizons "
-        "beyond the one-year follow-up) are extrapolation.",
+        "- Trained on simulated cohorts of the default suite's designs (9 cancer types, 5 "
+        "therapies); dynamics outside them (other drugs, schedules far from the standard "
+        "ones, horizons beyond the one-year follow-up) are extrapolation.",
+        "- Privileged training: the latent state is ImmuneSim's log cell counts by "
+        "construction. On real data only the observation likelihood can be used "
+        "(`WorldModel.fit(adata)`, `privileged = false`); how well the simulator-shaped "
+        "latent transfers to real tumors is not established.",
         "- Composition over the 20 fine types only; labs that label coarser contribute block "
-        "totals, not the split inside a block.",
+        "totals, not the split inside a block. A lab not seen in training must be read as "
+        "\"unknown\" (no labeling bias) or fitted.",
+        "- Program scores (per-cell expression programs) are not inputs: the counts-only "
+        "training cohorts have none.",
         "- Death is not modeled; the burden forecast is the only survival signal.",
         "- Predictive intervals are calibrated on the simulator's cohorts; on real data their "
         "coverage is unknown.",

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -24,9 +25,13 @@ from immunegym._atomic import atomic_dir
 WEIGHTS, CONFIG, TRAINING, CARD = "weights.safetensors", "config.json", "training.json", \
     "MODEL_CARD.md"
 FORMAT = "immunegym-world-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the latent state-space model (1 was the earlier Transformer, no longer readable)."""
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained" / "world_model"
 """Directory of the pretrained default checkpoint shipped in the package."""
+PRETRAINED_OBSERVATION_ONLY = PRETRAINED.parent / "world_model_observation_only"
+"""The same recipe trained without the privileged state (observations only), shipped for
+the benchmark's ``observation_only`` comparison."""
 
 
 def save_checkpoint(model, path: str | os.PathLike[str], card: dict[str, object]) -> Path:
@@ -106,6 +111,9 @@ def load_checkpoint(path: str | os.PathLike[str] | None = None, *, device: str =
                 raise ValueError(
                     f"checkpoint: tensor {prefix}{key} has shape {tuple(got[key].shape)} but "
                     f"config.json implies {tuple(value.shape)}")
+            if got[key].is_floating_point() and not bool(torch.isfinite(got[key]).all()):
+                raise ValueError(f"checkpoint: tensor {prefix}{key} holds NaN or infinite "
+                                 "values; expected finite weights")
         module.load_state_dict(got)
     extra = sorted(k for k in tensors if not k.startswith(
         tuple(f"member{m}." for m in range(config.n_members))))
@@ -113,7 +121,7 @@ def load_checkpoint(path: str | os.PathLike[str] | None = None, *, device: str =
         raise ValueError(f"checkpoint: weights hold tensors for more members than config.json "
                          f"says ({config.n_members}): {extra[:3]}")
     if (directory / TRAINING).is_file():
-        from immunegym.world_model.training import EpochRecord
+        from immunegym.world_model.fitting import EpochRecord
 
         model.card = json.loads((directory / TRAINING).read_text())
         model.history = [[EpochRecord(**r) for r in h] for h in model.card.pop("history", [])]

@@ -1,16 +1,18 @@
-"""The user-facing world model: fit, predict, rollout, save, load.
+"""The user-facing world model: fit, filter, predict, rollout, smooth, save, load.
 
-:class:`WorldModel` holds an ensemble of :class:`~.module.WorldModelModule` members (deep
-ensemble: same data, different seeds). Each member's predictive distribution is the
-aleatoric part; disagreement between members is the epistemic part. A rollout can sample
-either or both.
+:class:`WorldModel` holds an ensemble of :class:`~.latent.LatentWorldModule` members, each
+trained on its own bootstrap resample of the patients. A member's filter gives today's state
+from the history; its dynamics carry the state forward under doses; its observation model
+says what a lab would see. Rollouts sample the latent state (the filter's spread and the
+dynamics' process noise), never biopsy draws, and a per-horizon conformal scale fitted on
+validation patients keeps the sampled intervals honest (:meth:`WorldModel.calibrate`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,20 +21,27 @@ import torch
 
 from immunegym.data.vocab import THERAPIES
 from immunegym.ontology import FINE_TYPES
-from immunegym.world_model.batching import (
-    append_point,
-    cumulative_dose,
+from immunegym.sim.observation import LABS
+from immunegym.world_model.events import (
+    event_inputs,
+    grid_doses,
     interval_dose,
-    set_query,
-    timeline_inputs,
-    write_point,
 )
-from immunegym.world_model.module import ModuleConfig, NextState, WorldModelModule, sample_next
+from immunegym.world_model.fitting import (
+    EpochRecord,
+    TrainConfig,
+    advance,
+    standardization,
+    train_member,
+    training_tensors,
+)
+from immunegym.world_model.latent import LatentConfig, LatentState, LatentWorldModule, NextState
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines
-from immunegym.world_model.training import EpochRecord, TrainConfig, train_member
 
 Noise = Literal["none", "aleatoric", "epistemic", "both"]
 NOISE_MODES: tuple[str, ...] = ("none", "aleatoric", "epistemic", "both")
+CONFORMAL_LEVEL = 0.9
+"""Central interval level the conformal scales are fitted for."""
 
 
 @dataclass(frozen=True)
@@ -48,56 +57,79 @@ class WorldModelConfig:
     cancer_types
         The cancer types one-hot encoded as inputs; empty (the default) keeps the cancer
         type out of the model, so a held-out type is an honest transfer test.
-    programs
-        Program names expected in the type tokens, in order.
+    labs
+        Labs with a learned labeling bias; any other lab must be called ``"unknown"``.
     types, therapies
         Composition columns and therapy columns.
     leaf_prior
         Mean fraction of each fine type where labs resolve it; splits a coarse label's
         mass over its leaves in the inputs. Set from the training data by :meth:`fit`.
+    conformal_scale
+        Per-horizon (1, 2, ...) multiplier of the sampled spread around the mean path,
+        fitted on validation patients (:meth:`WorldModel.calibrate`); empty: 1.
+    privileged
+        The members were trained with ImmuneSim's hidden state as supervision.
     """
 
-    module: ModuleConfig = field(default_factory=ModuleConfig)
-    n_members: int = 4
+    module: LatentConfig = field(default_factory=LatentConfig)
+    n_members: int = 3
     cancer_types: tuple[str, ...] = ()
-    programs: tuple[str, ...] = ()
+    labs: tuple[str, ...] = tuple(LABS)
     types: tuple[str, ...] = FINE_TYPES
     therapies: tuple[str, ...] = THERAPIES
     leaf_prior: tuple[float, ...] = ()
+    conformal_scale: tuple[float, ...] = ()
+    privileged: bool = False
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
-        for key in ("cancer_types", "programs", "types", "therapies", "leaf_prior"):
+        for key in ("cancer_types", "labs", "types", "therapies", "leaf_prior",
+                    "conformal_scale"):
             data[key] = list(data[key])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> WorldModelConfig:
         try:
-            module = ModuleConfig(**data["module"])  # type: ignore[arg-type]
-            return cls(module=module, n_members=int(data["n_members"]),  # type: ignore[arg-type]
-                       cancer_types=tuple(data.get("cancer_types", ())),  # type: ignore[arg-type]
-                       programs=tuple(data.get("programs", ())),  # type: ignore[arg-type]
-                       types=tuple(data.get("types", FINE_TYPES)),  # type: ignore[arg-type]
-                       therapies=tuple(data.get("therapies", THERAPIES)),  # type: ignore[arg-type]
-                       leaf_prior=tuple(float(v) for v in data.get(  # type: ignore[union-attr]
-                           "leaf_prior", ())))
+            module = LatentConfig(**data["module"])  # type: ignore[arg-type]
+            out = cls(module=module, n_members=int(data["n_members"]),  # type: ignore[arg-type]
+                      cancer_types=tuple(data.get("cancer_types", ())),  # type: ignore[arg-type]
+                      labs=tuple(data.get("labs", ())),  # type: ignore[arg-type]
+                      types=tuple(data.get("types", FINE_TYPES)),  # type: ignore[arg-type]
+                      therapies=tuple(data.get("therapies", THERAPIES)),  # type: ignore[arg-type]
+                      leaf_prior=tuple(float(v) for v in data.get(  # type: ignore[union-attr]
+                          "leaf_prior", ())),
+                      conformal_scale=tuple(float(v) for v in data.get(  # type: ignore
+                          "conformal_scale", ())),
+                      privileged=bool(data.get("privileged", False)))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"config: not a world-model config ({err})") from None
+        if out.types != FINE_TYPES:
+            raise ValueError(f"config: cell types {list(out.types)[:3]}... in another order or "
+                             f"set than this immunegym's {list(FINE_TYPES)[:3]}...; expected "
+                             "exactly immunegym.ontology.FINE_TYPES")
+        if out.therapies != THERAPIES:
+            raise ValueError(f"config: therapies {list(out.therapies)}; expected "
+                             f"{list(THERAPIES)}")
+        if len(out.labs) != module.n_labs:
+            raise ValueError(f"config: {len(out.labs)} labs but module.n_labs is "
+                             f"{module.n_labs}")
+        return out
 
 
 @dataclass
 class Prediction:
-    """One-step predictive distribution, ensemble members stacked first.
+    """Predictive distribution ``dt`` days ahead, ensemble members stacked first.
 
     Attributes
     ----------
     composition
-        ``(P, K)`` ensemble-mean composition.
+        ``(P, K)`` ensemble-mean composition of the state.
     burden
         ``(P,)`` ensemble-mean ``log1p`` sum of diameters (mm).
     members
-        Per-member :class:`~.module.NextState` with leading dims ``(E, P)``.
+        Per-member :class:`~.latent.NextState` with leading dims ``(E, P)`` (the logits
+        are the state's log abundance; a biopsy would add its lab's bias).
     """
 
     composition: torch.Tensor
@@ -107,14 +139,14 @@ class Prediction:
 
 @dataclass
 class Rollout:
-    """Sampled trajectories of ``H`` cycles.
+    """Sampled trajectories of ``H`` steps.
 
     Attributes
     ----------
     days
         ``(P, H)`` day of each step.
     compositions
-        ``(S, P, H, K)`` compositions over the fine types.
+        ``(S, P, H, K)`` compositions of the state over the fine types.
     burden
         ``(S, P, H)`` ``log1p`` sum of diameters (mm).
     member
@@ -138,8 +170,20 @@ class Rollout:
         return lo, hi
 
 
+@dataclass
+class Smoothed:
+    """The state at every time point from the whole record (:meth:`WorldModel.smooth`).
+
+    ``composition (P, L, K)`` and ``burden (P, L)`` (``log1p`` mm), ensemble means; zero at
+    padding.
+    """
+
+    composition: torch.Tensor
+    burden: torch.Tensor
+
+
 class WorldModel:
-    """Trajectory-aware world model of the tumor immune microenvironment.
+    """Latent state-space world model of the tumor immune microenvironment.
 
     Parameters
     ----------
@@ -154,8 +198,9 @@ class WorldModel:
     --------
     >>> wm = immunegym.world_model.load()                  # the pretrained default
     >>> tl = build_timelines(adata)                        # a registered cohort
-    >>> wm.predict(tl, doses=np.tile([1, 0, 0, 0, 0], (len(tl), 1))).composition
-    >>> wm.rollout(tl, doses, n_samples=64, noise="both").interval(0.9)
+    >>> wm.predict(tl, doses=["anti_pd1"]).composition     # 21 days ahead
+    >>> wm.rollout(tl, ["anti_pd1"], 6, n_samples=64, noise="both").interval(0.9)
+    >>> wm.smooth(tl).composition                          # reconstruction at every point
     """
 
     def __init__(self, config: WorldModelConfig | None = None, *, seed: int = 0,
@@ -164,10 +209,10 @@ class WorldModel:
         if self.config.n_members < 1:
             raise ValueError(f"n_members: expected >= 1, got {self.config.n_members}")
         self.device = _resolve_device(device)
-        self.members: list[WorldModelModule] = []
+        self.members: list[LatentWorldModule] = []
         for m in range(self.config.n_members):
             generator = torch.Generator().manual_seed(seed + m)
-            module = WorldModelModule(self.config.module, generator=generator)
+            module = LatentWorldModule(self.config.module, generator=generator)
             self.members.append(module.to(self.device).eval())
         self.history: list[list[EpochRecord]] = []
         self.card: dict[str, object] = {}
@@ -177,11 +222,13 @@ class WorldModel:
         """``(K,)`` within-block split prior, or None before fitting."""
         if not self.config.leaf_prior:
             return None
-        return torch.tensor(self.config.leaf_prior, dtype=torch.float32, device=self.device)
+        return torch.tensor(self.config.leaf_prior, dtype=torch.float32)
 
     def inputs(self, tl: Timelines):
-        """Token inputs of ``tl`` (on the model's device)."""
-        return timeline_inputs(tl, self.cancer_onehot(tl), self.leaf_prior())
+        """Per-point inputs of ``tl`` (on the model's device)."""
+        x = event_inputs(tl.to("cpu"), self.config.labs, self.cancer_onehot(tl).cpu(),
+                         self.leaf_prior())
+        return type(x)(**{k: v.to(self.device) for k, v in vars(x).items()})
 
     def cancer_onehot(self, tl: Timelines) -> torch.Tensor:
         """``(P, C)`` cancer-type inputs (``C = 0`` unless the config asks for them)."""
@@ -200,13 +247,14 @@ class WorldModel:
         if tl.fractions.shape[-1] != k:
             raise ValueError(f"timelines: {tl.fractions.shape[-1]} composition columns; "
                              f"the model expects {k} ({list(self.config.types)[:3]}...)")
-        if tl.programs != self.config.programs:
-            raise ValueError(f"timelines: programs {list(tl.programs)}; the model expects "
-                             f"{list(self.config.programs)}")
+        if tuple(tl.types) != tuple(self.config.types):
+            raise ValueError("timelines: cell types in another order than the model's")
         if tl.cycle_doses.shape[-1] != len(self.config.therapies):
             raise ValueError(f"timelines: {tl.cycle_doses.shape[-1]} therapy columns; "
                              f"expected {len(self.config.therapies)}")
-        for name in ("fractions", "counts", "program_scores", "burden", "days", "cycle_doses"):
+        if len(tl) == 0:
+            raise ValueError("timelines: no patients; expected at least one")
+        for name in ("fractions", "counts", "burden", "days", "cycle_doses"):
             value = getattr(tl, name)
             if not bool(torch.isfinite(value).all()):
                 raise ValueError(f"timelines.{name}: contains NaN or infinite values; "
@@ -260,39 +308,131 @@ class WorldModel:
         return value.clone()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: Timelines, val: Timelines, train_config: TrainConfig | None = None,
-            *, seed: int = 0,
+    def fit(self, train, val=None, train_config: TrainConfig | None = None, *,
+            truth_train=None, truth_val=None, seed: int = 0,
             on_epoch: Callable[[int, EpochRecord], None] | None = None) -> WorldModel:
         """Train every member on ``train``, early-stopping on ``val``.
 
-        ``on_epoch(member, record)`` is called after every epoch (progress, logging).
+        Parameters
+        ----------
+        train, val
+            :class:`~.timelines.Timelines`, or a registered AnnData of a user's cohort
+            (biopsies, optional ``uns["imaging"]`` and ``uns["therapy_cycles"]``). Without
+            ``val``, 15% of the training patients (by a hash of the id) are held out.
+        train_config
+            Optimizer and loss settings.
+        truth_train, truth_val
+            ImmuneSim's hidden state on the points' grid (:class:`~.synthetic.GridTruth`)
+            for privileged training; without it the members learn from observations alone
+            (what real data allows).
+        seed
+            Seed of the bootstrap resamples, batches and input dropout.
+        on_epoch
+            ``on_epoch(member, record)`` after every epoch.
         """
+        from immunegym.world_model.timelines import build_timelines, split_patients
+
         cfg = train_config or TrainConfig()
+        if not isinstance(train, Timelines):
+            train = build_timelines(train)
+        if val is None:
+            split = split_patients(train.patient_ids, test_fraction=0.0, val_fraction=0.15,
+                                   seed=seed)
+            rows_train, rows_val = np.nonzero(split == "train")[0], np.nonzero(split == "val")[0]
+            if len(rows_val) == 0 or len(rows_train) == 0:
+                raise ValueError(f"train: {len(train)} patients are too few to hold out "
+                                 "validation patients; pass val explicitly")
+            if truth_train is not None:
+                truth_val = truth_train.subset(rows_val)
+                truth_train = truth_train.subset(rows_train)
+            train, val = train.subset(rows_train), train.subset(rows_val)
+        elif not isinstance(val, Timelines):
+            val = build_timelines(val)
         for tl in (train, val):
             self.check_timelines(tl)
+        if int(train.comp_observed.sum()) == 0:
+            raise ValueError("train: no biopsy in the training timelines")
+        privileged = cfg.privileged and truth_train is not None and truth_val is not None
+        if not privileged and int(train.lengths.max()) < 2:
+            raise ValueError(
+                "train: every patient has a single observation; learning dynamics from "
+                "observations alone needs patients with at least two time points (a biopsy "
+                "and a later biopsy or scan)")
         self.set_leaf_prior(train)
-        prior = self.leaf_prior().cpu()
+        center, scale = standardization(
+            truth_train.log_cells if privileged else None, train,
+            truth_train.alive if privileged else None)
+        self.config = replace(self.config, privileged=privileged, conformal_scale=())
         self.history = []
+        x_train, x_val = self.inputs(train), self.inputs(val)
         for m, module in enumerate(self.members):
             module.to("cpu")
+            module.center.copy_(center)
+            module.scale.copy_(scale)
+            data_t = training_tensors(module, train, _cpu(x_train),
+                                      truth_train if privileged else None, cfg.horizons)
+            data_v = training_tensors(module, val, _cpu(x_val),
+                                      truth_val if privileged else None, cfg.horizons)
             callback = None if on_epoch is None else (lambda r, m=m: on_epoch(m, r))
-            _, history = train_member(module, train, val, self.cancer_onehot(train).cpu(),
-                                      self.cancer_onehot(val).cpu(), cfg, seed + 1000 * m,
-                                      on_epoch=callback, prior=prior)
+            history = train_member(module, data_t, data_v, cfg, seed + 1000 * m,
+                                   on_epoch=callback)
             module.to(self.device).eval()
             self.history.append(history)
         return self
 
     def set_leaf_prior(self, train: Timelines) -> None:
         """Set the within-block split prior from training timelines."""
-        from dataclasses import replace
-
         from immunegym.world_model.timelines import within_block_prior
 
         prior = tuple(float(v) for v in within_block_prior(train))
         self.config = replace(self.config, leaf_prior=prior)
 
-    # ------------------------------------------------------------------ predict
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def filter(self, tl: Timelines) -> list[LatentState]:
+        """Each member's filtered state at each patient's last point (``(P, ...)``)."""
+        self.check_timelines(tl)
+        x = self.inputs(tl)
+        last = tl.valid.sum(1).to(self.device) - 1
+        rows = torch.arange(len(tl), device=self.device)
+        return [module.filter(x).index(rows, last) for module in self.members]
+
+    @torch.no_grad()
+    def estimate(self, tl: Timelines) -> Prediction:
+        """Today's state: the filter's estimate at each patient's last point (``h = 0``).
+
+        The composition is the state's (no lab bias); ensemble means, members stacked.
+        """
+        states = self.filter(tl)
+        lab = self.inputs(tl).lab_index
+        preds = [module.observe(s.z, lab) for module, s in zip(self.members, states,
+                                                                strict=True)]
+        logits = torch.stack([m.composition_logits(s.z)
+                              for m, s in zip(self.members, states, strict=True)])
+        stacked = NextState(logits, *(torch.stack([getattr(p, f) for p in preds])
+                                      for f in ("log_concentration", "burden_mean",
+                                                "burden_log_sigma")))
+        return Prediction(stacked.mean_composition.mean(0), stacked.burden_mean.mean(0),
+                          stacked)
+
+    @torch.no_grad()
+    def smooth(self, tl: Timelines) -> Smoothed:
+        """The state at every time point of ``tl`` from the whole record (past and future).
+
+        To reconstruct a day without a biopsy (a left-out or a missed one), give ``tl`` a
+        point on that day without a composition (``comp_observed`` False).
+        """
+        self.check_timelines(tl)
+        x = self.inputs(tl)
+        comps, burdens = [], []
+        for module in self.members:
+            state = module.smooth(x)
+            comps.append(torch.softmax(module.composition_logits(state.z), -1))
+            burdens.append(module.burden(state.z))
+        valid = tl.valid.to(self.device)
+        comp = torch.stack(comps).mean(0) * valid.unsqueeze(-1)
+        return Smoothed(comp, torch.stack(burdens).mean(0) * valid)
+
     @torch.no_grad()
     def predict(self, tl: Timelines, doses: np.ndarray | torch.Tensor | Sequence[str],
                 dt: float | np.ndarray | torch.Tensor = CYCLE_DAYS) -> Prediction:
@@ -309,20 +449,25 @@ class WorldModel:
             Days ahead (> 0): one number for everyone, or a ``(P,)`` array or tensor with
             each patient's own horizon (irregular gaps, e.g. to a left-out biopsy). Pass
             the dose intensity over each patient's own interval in ``doses``
-            (:func:`~.batching.interval_dose`).
+            (:func:`~.events.interval_dose`).
         """
-        self.check_timelines(tl)
-        step = self._dt(dt, len(tl))
+        step = self._dt(dt, len(tl)).to(self.device) / CYCLE_DAYS
         dose = self._doses(doses, len(tl), None)
-        tl = tl.to(self.device)
-        x = self.inputs(tl)
-        last = tl.valid.sum(1) - 1
-        x = set_query(x, last, step.to(self.device), dose)
-        rows = torch.arange(len(tl), device=self.device)
-        preds = [module(x).index(rows, last) for module in self.members]
+        states = self.filter(tl)
+        cancer = self.cancer_onehot(tl)
+        lab = self.inputs(tl).lab_index
+        preds = []
+        for module, state in zip(self.members, states, strict=True):
+            z, _, _ = advance(module, state.z, state.c, step, dose, cancer, max_substeps=64)
+            preds.append(module.observe(z, lab))
         stacked = NextState(*(torch.stack([getattr(p, f) for p in preds])
                               for f in ("logits", "log_concentration", "burden_mean",
                                         "burden_log_sigma")))
+        # The state's composition, without the lab's labeling bias.
+        logits = torch.stack([m.composition_logits(advance(m, s.z, s.c, step, dose, cancer,
+                                                           max_substeps=64)[0])
+                              for m, s in zip(self.members, states, strict=True)])
+        stacked = replace(stacked, logits=logits)
         return Prediction(stacked.mean_composition.mean(0), stacked.burden_mean.mean(0),
                           stacked)
 
@@ -330,7 +475,7 @@ class WorldModel:
     def rollout(self, tl: Timelines, doses: np.ndarray | torch.Tensor | Sequence[str],
                 n_steps: int | None = None, *, n_samples: int = 1, noise: Noise = "none",
                 seed: int = 0, dt: float = CYCLE_DAYS) -> Rollout:
-        """Autoregressive rollout of ``H`` steps of ``dt`` days from the last observation.
+        """Roll the state ``H`` steps of ``dt`` days forward from each last observation.
 
         Parameters
         ----------
@@ -344,9 +489,10 @@ class WorldModel:
         n_samples
             Trajectories per patient ``S``.
         noise
-            ``"none"``: each member's mean path (``S`` is rounded to the members);
-            ``"aleatoric"``: sample each step's predictive distribution with the first
-            member; ``"epistemic"``: mean paths of members drawn per sample; ``"both"``.
+            ``"none"``: each member's mean path (``S`` is the number of members);
+            ``"aleatoric"``: sampled state paths of the first member; ``"epistemic"``: mean
+            paths of members drawn per sample; ``"both"``: sampled paths of members drawn
+            per sample.
         seed
             Seed of the sampling generator.
         dt
@@ -354,15 +500,18 @@ class WorldModel:
         """
         if noise not in NOISE_MODES:
             raise ValueError(f"noise: {noise!r}; expected one of {list(NOISE_MODES)}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples: expected >= 1, got {n_samples}")
-        self.check_timelines(tl)
+        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
+            raise ValueError(f"n_samples: expected an integer >= 1, got {n_samples!r}")
+        if not (np.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt: expected days > 0, got {dt!r}")
         given = np.asarray(doses) if not isinstance(doses, (list, tuple)) else None
         if n_steps is None:
             if given is None or given.ndim != 3:
                 raise ValueError("n_steps: required unless doses is (patients, steps, therapies)")
             n_steps = given.shape[1]
-        dose = self._doses(doses, len(tl), n_steps)
+        if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 1:
+            raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
+        dose = self._doses(doses, len(tl), int(n_steps))
         n_members = len(self.members)
         if noise == "none":
             n_samples = n_members
@@ -374,47 +523,102 @@ class WorldModel:
             member = torch.arange(n_members, device=self.device)
         else:
             member = torch.zeros(n_samples, dtype=torch.long, device=self.device)
-        tl = tl.to(self.device)
-        n_p = len(tl)
-        comps = torch.zeros(n_samples, n_p, n_steps, len(self.config.types), device=self.device)
-        burden = torch.zeros(n_samples, n_p, n_steps, device=self.device)
-        base = self.inputs(tl)
-        last0 = tl.valid.sum(1) - 1
-        start_day = tl.days[torch.arange(n_p, device=self.device), last0]
-        exposure0 = cumulative_dose(tl.cycle_doses, start_day.unsqueeze(1))[:, 0]
+        states = self.filter(tl)
+        cancer = self.cancer_onehot(tl)
+        n_p, k = len(tl), len(self.config.types)
+        comps = torch.zeros(n_samples, n_p, int(n_steps), k, device=self.device)
+        burden = torch.zeros(n_samples, n_p, int(n_steps), device=self.device)
         sampled = noise in ("aleatoric", "both")
         for m in member.unique().tolist():
             which = torch.nonzero(member == m).flatten()
-            c, b = self._rollout_member(self.members[m], base, last0, start_day, exposure0,
-                                        dose, len(which), dt, sampled, generator)
+            c, b = self._rollout_member(self.members[m], states[m], cancer, dose, len(which),
+                                        dt, sampled, generator)
             comps[which], burden[which] = c, b
-        steps = torch.arange(1, n_steps + 1, device=self.device) * dt
+        last = tl.valid.sum(1) - 1
+        start_day = tl.days[torch.arange(n_p), last].to(self.device)
+        steps = torch.arange(1, int(n_steps) + 1, device=self.device) * dt
         return Rollout(start_day[:, None] + steps, comps, burden, member)
 
-    def _rollout_member(self, module, base, last0, start_day, exposure0, dose, n_rep, dt,
-                        sampled, generator):
-        """Roll ``n_rep`` copies of every patient forward with one member."""
-        n_p = last0.shape[0]
+    def _rollout_member(self, module: LatentWorldModule, state: LatentState,
+                        cancer: torch.Tensor, dose: torch.Tensor, n_rep: int, dt: float,
+                        sampled: bool, generator: torch.Generator
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n_rep`` paths of every patient with one member: ``(n_rep, P, H, K)``, ``(n_rep,
+        P, H)``. A sampled path's deviation from the member's mean path is scaled by the
+        horizon's conformal factor."""
+        n_p, n_steps = dose.shape[0], dose.shape[1]
         rep = torch.arange(n_p, device=self.device).repeat(n_rep)
-        x = type(base)(**{k: v[rep] for k, v in vars(base).items()})
-        last = last0[rep]
-        day, exposure = start_day[rep], exposure0[rep]
-        rows = torch.arange(len(rep), device=self.device)
-        n_steps = dose.shape[1]
+        z_mean, c_mean = state.z[rep], state.c[rep]
+        z, c = z_mean, c_mean
+        if sampled:
+            eps = torch.randn(z.shape, generator=generator, device=self.device)
+            z = z + torch.exp(state.log_sigma[rep]) * eps
+        tau = torch.full((len(rep),), dt / CYCLE_DAYS, device=self.device)
+        scales = self.config.conformal_scale
         comps, burdens = [], []
         for h in range(n_steps):
             step_dose = dose[rep, h]
-            x = set_query(x, last, torch.full_like(day, dt), step_dose)
-            pred = module(x).index(rows, last)
-            comp, burden = sample_next(pred, generator, noise=sampled)
-            comps.append(comp)
-            burdens.append(burden)
-            day = day + dt
-            exposure = exposure + step_dose * dt / CYCLE_DAYS
-            x, last = append_point(x, last, day, exposure)
-            x = write_point(x, last, comp, burden)
+            z_mean, c_mean, _ = module.step(z_mean, c_mean, tau, step_dose, cancer[rep])
+            if sampled:
+                eps = torch.randn(z.shape, generator=generator, device=self.device)
+                z, c, _ = module.step(z, c, tau, step_dose, cancer[rep], noise=eps)
+                s = scales[min(h, len(scales) - 1)] if scales else 1.0
+                out = z_mean + s * (z - z_mean)
+            else:
+                out = z_mean
+            comps.append(torch.softmax(module.composition_logits(out), -1))
+            burdens.append(module.burden(out))
         comp = torch.stack(comps, 1).reshape(n_rep, n_p, n_steps, -1)
         return comp, torch.stack(burdens, 1).reshape(n_rep, n_p, n_steps)
+
+    @torch.no_grad()
+    def calibrate(self, tl: Timelines, truth, horizons: int = 6, n_samples: int = 32,
+                  seed: int = 0) -> tuple[float, ...]:
+        """Fit the per-horizon conformal scales on validation patients with known truth.
+
+        For every point of ``tl`` with the patient alive ``h`` cycles on, sampled paths under
+        the doses actually given are compared with the true composition and burden; the
+        scale of horizon ``h`` is the smallest one whose central 90% intervals cover 90% of
+        the true values. Returns the scales (also stored in the config).
+        """
+        alive = np.asarray(truth.alive)
+        log_cells, log_sod = np.asarray(truth.log_cells), np.asarray(truth.log_sod)
+        if alive.shape[2] <= horizons:
+            raise ValueError(f"horizons: {horizons}; the truth holds only "
+                             f"{alive.shape[2] - 1} horizons")
+        rows, days = np.nonzero(alive[:, :, horizons] & tl.valid.numpy())
+        if len(rows) == 0:
+            raise ValueError("calibrate: no point has the patient alive "
+                             f"{horizons} cycles later")
+        ctx = tl.subset(rows).truncate(tl.days[rows, days].numpy())
+        doses = grid_doses(tl.cycle_doses[rows], tl.days[rows, days][:, None], horizons)[:, 0]
+        self.config = replace(self.config, conformal_scale=())
+        cells = np.expm1(log_cells[rows, days, 1:horizons + 1].astype(np.float64))
+        true_c = cells / np.clip(cells.sum(-1, keepdims=True), 1.0, None)
+        true_b = log_sod[rows, days, 1:horizons + 1]
+        mean = self.rollout(ctx, doses.numpy(), noise="none")
+        samples = self.rollout(ctx, doses.numpy(), n_samples=n_samples, noise="both",
+                               seed=seed)
+        m_c = mean.compositions.mean(0).cpu().numpy()
+        m_b = mean.burden.mean(0).cpu().numpy()
+        d_c = samples.compositions.cpu().numpy() - m_c
+        d_b = samples.burden.cpu().numpy() - m_b
+        scales = []
+        for h in range(horizons):
+            def coverage(s: float, h: int = h) -> float:
+                lo_c, hi_c = np.quantile(m_c[:, h] + s * d_c[:, :, h], [0.05, 0.95], axis=0)
+                lo_b, hi_b = np.quantile(m_b[:, h] + s * d_b[:, :, h], [0.05, 0.95], axis=0)
+                inside = np.concatenate([((true_c[:, h] >= lo_c) & (true_c[:, h] <= hi_c)),
+                                         ((true_b[:, h] >= lo_b) & (true_b[:, h] <= hi_b))[
+                                             :, None]], 1)
+                return float(inside.mean())
+            lo, hi = 0.05, 20.0
+            for _ in range(30):
+                mid = (lo * hi) ** 0.5
+                lo, hi = (mid, hi) if coverage(mid) < CONFORMAL_LEVEL else (lo, mid)
+            scales.append(float(hi))
+        self.config = replace(self.config, conformal_scale=tuple(scales))
+        return tuple(scales)
 
     def actual_doses(self, tl: Timelines, start_day: torch.Tensor, n_steps: int,
                      dt: float = CYCLE_DAYS) -> torch.Tensor:
@@ -450,9 +654,13 @@ class WorldModel:
 
     def __repr__(self) -> str:
         c = self.config.module
-        return (f"WorldModel(members={len(self.members)}, d_model={c.d_model}, "
-                f"layers={c.n_layers}, params/member={self.num_parameters():,}, "
-                f"device={self.device})")
+        return (f"WorldModel(members={len(self.members)}, d_hidden={c.d_hidden}, "
+                f"d_dynamics={c.d_dynamics}, params/member={self.num_parameters():,}, "
+                f"privileged={self.config.privileged}, device={self.device})")
+
+
+def _cpu(x):
+    return type(x)(**{k: v.cpu() for k, v in vars(x).items()})
 
 
 def _resolve_device(device: str) -> torch.device:

@@ -1,34 +1,45 @@
 """A training recipe (TOML) and the one function that turns it into a checkpoint.
 
 ``immunegym train --config FILE --out DIR`` calls :func:`run_recipe`. The recipe names the
-data (the default suite, generated in memory, or a suite directory), the patient split,
-the architecture and the optimizer; everything is recorded in the checkpoint's
-``training.json`` and model card.
+data (the default suite generated in memory, a suite directory, or none; plus
+``n_patients`` extra synthetic patients of the suite's designs, generated counts-only by
+default), the patient split, the architecture and the optimizer; everything is recorded
+in the checkpoint's ``training.json`` and model card.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from immunegym.world_model.fitting import EpochRecord, TrainConfig
+from immunegym.world_model.latent import LatentConfig
 from immunegym.world_model.model import WorldModel, WorldModelConfig
-from immunegym.world_model.module import ModuleConfig
+from immunegym.world_model.synthetic import (
+    GridTruth,
+    concat_grid_truth,
+    grid_truth,
+    simulate_counts_cohort,
+)
 from immunegym.world_model.timelines import (
     Timelines,
     build_timelines,
     concat_timelines,
     split_patients,
 )
-from immunegym.world_model.training import EpochRecord, TrainConfig
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "default.toml"
 _SECTIONS = {"data", "split", "model", "train"}
+SYNTHETIC_SEED_OFFSET = 50_000
+"""Seeds of the extra synthetic cohorts start here (the fresh benchmark cohorts use +1000)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,9 @@ class Recipe:
     """A parsed training recipe (see ``configs/default.toml`` for every key)."""
 
     suite: str = "default"
+    n_patients: int = 0
+    data_seed: int = 0
+    counts_only: bool = True
     split_seed: int = 0
     test_fraction: float = 0.15
     val_fraction: float = 0.15
@@ -43,6 +57,7 @@ class Recipe:
     n_members: int = 3
     module: dict[str, object] = field(default_factory=dict)
     use_cancer_type: bool = False
+    calibrate: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     source: str = ""
@@ -66,25 +81,47 @@ class Recipe:
             raise ValueError(f"config: unknown sections {unknown}; expected {sorted(_SECTIONS)}")
         data, split = dict(raw.get("data", {})), dict(raw.get("split", {}))
         model, train = dict(raw.get("model", {})), dict(raw.get("train", {}))
-        _only(data, {"suite"}, "data")
+        _only(data, {"suite", "n_patients", "seed", "counts_only"}, "data")
         _only(split, {"seed", "test_fraction", "val_fraction", "leave_out_cancer"}, "split")
-        module_keys = {f.name for f in fields(ModuleConfig)} - {
-            "n_types", "n_programs", "n_therapies", "n_cancer_types"}
-        _only(model, module_keys | {"n_members", "use_cancer_type"}, "model")
-        seed = int(train.pop("seed", 0))
-        n_members = int(model.pop("n_members", 3))
-        if n_members < 1:
-            raise ValueError(f"model.n_members: expected >= 1, got {n_members}")
-        use_cancer = bool(model.pop("use_cancer_type", False))
+        module_keys = {f.name for f in fields(LatentConfig)} - {
+            "n_types", "n_therapies", "n_labs", "n_cancer_types"}
+        _only(model, module_keys | {"n_members", "use_cancer_type", "calibrate"}, "model")
+        for key in module_keys & set(model):
+            value = model[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{key}: expected an integer >= 1, got {value!r}")
+        seed = _integer(train.pop("seed", 0), "train.seed", 0)
+        n_members = _integer(model.pop("n_members", 3), "model.n_members", 1)
+        use_cancer = _boolean(model.pop("use_cancer_type", False), "model.use_cancer_type")
+        calibrate = _boolean(model.pop("calibrate", True), "model.calibrate")
+        n_patients = _integer(data.get("n_patients", 0), "data.n_patients", 0)
+        suite = str(data.get("suite", "default"))
+        if suite == "none" and n_patients < 1:
+            raise ValueError(f"data.n_patients: expected >= 1 when data.suite is 'none', got "
+                             f"{n_patients}")
         return cls(
-            suite=str(data.get("suite", "default")),
-            split_seed=int(split.get("seed", 0)),
+            suite=suite, n_patients=n_patients,
+            data_seed=_integer(data.get("seed", 0), "data.seed", 0),
+            counts_only=_boolean(data.get("counts_only", True), "data.counts_only"),
+            split_seed=_integer(split.get("seed", 0), "split.seed", 0),
             test_fraction=float(split.get("test_fraction", 0.15)),
             val_fraction=float(split.get("val_fraction", 0.15)),
             leave_out_cancer=str(split.get("leave_out_cancer", "")),
             n_members=n_members, module=model, use_cancer_type=use_cancer,
-            train=TrainConfig.from_dict(train), seed=seed, source=source,
+            calibrate=calibrate, train=TrainConfig.from_dict(train), seed=seed, source=source,
         )
+
+
+def _integer(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _boolean(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected true or false, got {value!r}")
+    return value
 
 
 def _only(section: dict[str, object], allowed: set[str], name: str) -> None:
@@ -94,37 +131,107 @@ def _only(section: dict[str, object], allowed: set[str], name: str) -> None:
                          f"{sorted(allowed)}")
 
 
+@dataclass
+class TrainingData:
+    """Observed timelines and, where known, the hidden truth on their grid."""
+
+    timelines: Timelines
+    truth: GridTruth | None
+    synthetic: np.ndarray  # (P,) bool: an extra counts-only patient (never in the test split)
+
+
+def synthetic_specs(n_patients: int, seed: int) -> list:
+    """The default suite's designs with new seeds, ``n_patients`` spread over them."""
+    from immunegym.sim.suite import DEFAULT_SUITE
+
+    per = math.ceil(n_patients / len(DEFAULT_SUITE))
+    return [replace(spec, name=f"{spec.name}_syn{seed}", n_patients=per,
+                    seed=SYNTHETIC_SEED_OFFSET + 1000 * seed + spec.seed)
+            for spec in DEFAULT_SUITE]
+
+
+def load_training_data(recipe: Recipe, progress: Callable[[str], None] | None = None,
+                       horizons: int = 8) -> TrainingData:
+    """The recipe's cohorts: the suite (AnnData path) and the extra synthetic patients."""
+    import anndata as ad
+
+    from immunegym.sim.cohort import HiddenTruth, simulate_cohort
+    from immunegym.sim.suite import DEFAULT_SUITE, MANIFEST
+
+    parts: list[Timelines] = []
+    truths: list[GridTruth | None] = []
+    synthetic: list[np.ndarray] = []
+
+    def add(tl: Timelines, truth: GridTruth | None, extra: bool, name: str) -> None:
+        parts.append(tl)
+        truths.append(truth)
+        synthetic.append(np.full(len(tl), extra))
+        if progress:
+            progress(name)
+
+    if recipe.suite == "default":
+        for spec in DEFAULT_SUITE:
+            cohort = simulate_cohort(spec)
+            tl = build_timelines(cohort.adata)
+            add(tl, grid_truth(cohort.truth, tl, horizons), False, spec.name)
+    elif recipe.suite != "none":
+        directory = Path(recipe.suite)
+        manifest = directory / MANIFEST
+        if not manifest.is_file():
+            raise FileNotFoundError(
+                f"data.suite: {str(directory)!r} has no {MANIFEST}; expected 'default', "
+                "'none' or a directory from `immunegym data make-suite`")
+        for record in json.loads(manifest.read_text())["cohorts"]:
+            name = str(record["name"])
+            tl = build_timelines(ad.read_h5ad(directory / Path(record["h5ad"]).name))
+            truth_file = directory / f"{name}.truth.safetensors"
+            truth = None
+            if truth_file.is_file():
+                hidden = HiddenTruth.load(truth_file)
+                if hidden.total_cells is not None:
+                    truth = grid_truth(hidden, tl, horizons)
+            add(tl, truth, False, name)
+    if recipe.n_patients:
+        for spec in synthetic_specs(recipe.n_patients, recipe.data_seed):
+            if recipe.counts_only:
+                cohort = simulate_counts_cohort(spec, horizons=horizons)
+                add(cohort.timelines, cohort.truth, True, spec.name)
+            else:
+                full = simulate_cohort(spec)
+                tl = build_timelines(full.adata)
+                add(tl, grid_truth(full.truth, tl, horizons), True, spec.name)
+    if not parts:
+        raise ValueError("data: no cohorts (data.suite is 'none' and data.n_patients is 0)")
+    programs = {p.programs for p in parts}
+    if len(programs) > 1:
+        # Counts-only cohorts carry no program scores: align the names (the latent model
+        # does not read programs).
+        parts = [replace(p, programs=parts[0].programs, program_scores=torch.zeros(
+            *p.program_scores.shape[:3], len(parts[0].programs)))
+                 if p.programs != parts[0].programs else p for p in parts]
+    tl = concat_timelines(parts)
+    truth = None if any(t is None for t in truths) else concat_grid_truth(truths)
+    return TrainingData(tl, truth, np.concatenate(synthetic))
+
+
 def load_suite_timelines(suite: str, progress: Callable[[str], None] | None = None
                          ) -> Timelines:
     """Observed timelines of a suite: ``"default"`` (generated in memory) or a directory."""
-    import anndata as ad
-
-    from immunegym.sim.cohort import simulate_cohort
-    from immunegym.sim.suite import DEFAULT_SUITE, MANIFEST
-
-    parts = []
-    if suite == "default":
-        for spec in DEFAULT_SUITE:
-            parts.append(build_timelines(simulate_cohort(spec).adata))
-            if progress:
-                progress(spec.name)
-        return concat_timelines(parts)
-    directory = Path(suite)
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        raise FileNotFoundError(f"data.suite: {str(directory)!r} has no {MANIFEST}; expected "
-                                "'default' or a directory from `immunegym data make-suite`")
-    for record in json.loads(manifest.read_text())["cohorts"]:
-        parts.append(build_timelines(ad.read_h5ad(directory / Path(record["h5ad"]).name)))
-        if progress:
-            progress(str(record["name"]))
-    return concat_timelines(parts)
+    return load_training_data(Recipe(suite=suite), progress).timelines
 
 
-def split_timelines(tl: Timelines, recipe: Recipe) -> tuple[Timelines, Timelines, dict]:
-    """Train and validation timelines per the recipe, and the split record for the card."""
+def split_rows(data: TrainingData, recipe: Recipe) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Training and validation rows per the recipe, and the split record for the card.
+
+    Suite patients are split by a hash of the id (the test share is never used); the extra
+    synthetic patients go to training and validation only.
+    """
+    tl = data.timelines
     split = split_patients(tl.patient_ids, test_fraction=recipe.test_fraction,
                            val_fraction=recipe.val_fraction, seed=recipe.split_seed)
+    extra = split_patients(tl.patient_ids, test_fraction=0.0,
+                           val_fraction=recipe.val_fraction, seed=recipe.split_seed)
+    split = np.where(data.synthetic, extra, split)
     keep = np.ones(len(tl), bool)
     if recipe.leave_out_cancer:
         cancers = set(tl.patients["cancer_type"])
@@ -132,14 +239,21 @@ def split_timelines(tl: Timelines, recipe: Recipe) -> tuple[Timelines, Timelines
             raise ValueError(f"split.leave_out_cancer: {recipe.leave_out_cancer!r} is not in the "
                              f"data; expected one of {sorted(cancers)}")
         keep = (tl.patients["cancer_type"] != recipe.leave_out_cancer).to_numpy()
-    train = tl.subset(np.nonzero((split == "train") & keep)[0])
-    val = tl.subset(np.nonzero((split == "val") & keep)[0])
+    train = np.nonzero((split == "train") & keep)[0]
+    val = np.nonzero((split == "val") & keep)[0]
     record = {"seed": recipe.split_seed, "test_fraction": recipe.test_fraction,
               "val_fraction": recipe.val_fraction,
               "leave_out_cancer": recipe.leave_out_cancer,
               "n_train": len(train), "n_val": len(val),
-              "n_test": int((split == "test").sum())}
+              "n_test": int(((split == "test") & ~data.synthetic).sum())}
     return train, val, record
+
+
+def split_timelines(tl: Timelines, recipe: Recipe) -> tuple[Timelines, Timelines, dict]:
+    """Train and validation timelines of suite patients per the recipe, and the record."""
+    data = TrainingData(tl, None, np.zeros(len(tl), bool))
+    train, val, record = split_rows(data, recipe)
+    return tl.subset(train), tl.subset(val), record
 
 
 def run_recipe(
@@ -153,20 +267,26 @@ def run_recipe(
     on_epoch: Callable[[int, EpochRecord], None] | None = None,
     progress: Callable[[str], None] | None = None,
     command: str = "",
-    timelines: Timelines | None = None,
+    data: TrainingData | None = None,
 ) -> WorldModel:
     """Train a world model from a recipe and write its checkpoint to ``out``.
 
-    ``num_workers > 1`` trains each member data-parallel on Ray Train (local Ray, or the
+    ``num_workers > 1`` trains the members in parallel as Ray tasks (local Ray, or the
     cluster at ``address``). ``log_dir`` receives TensorBoard logs (one run per member).
     """
     start = time.perf_counter()
-    tl = timelines if timelines is not None else load_suite_timelines(recipe.suite, progress)
-    train, val, split_record = split_timelines(tl, recipe)
+    data = data if data is not None else load_training_data(recipe, progress,
+                                                            recipe.train.horizons)
+    data_seconds = time.perf_counter() - start
+    tl = data.timelines
+    rows_train, rows_val, split_record = split_rows(data, recipe)
+    train, val = tl.subset(rows_train), tl.subset(rows_val)
+    truth_train = truth_val = None
+    if data.truth is not None:
+        truth_train, truth_val = data.truth.subset(rows_train), data.truth.subset(rows_val)
     cancers = tuple(sorted(set(tl.patients["cancer_type"]))) if recipe.use_cancer_type else ()
-    module = ModuleConfig(n_programs=len(tl.programs), n_cancer_types=len(cancers),
-                          **recipe.module)  # type: ignore[arg-type]
-    config = WorldModelConfig(module, recipe.n_members, cancers, tl.programs)
+    module = LatentConfig(n_cancer_types=len(cancers), **recipe.module)  # type: ignore[arg-type]
+    config = WorldModelConfig(module, recipe.n_members, cancers)
     model = WorldModel(config, seed=recipe.seed, device=device)
 
     writers = {}
@@ -188,17 +308,25 @@ def run_recipe(
             from immunegym.world_model.distributed import fit_distributed
 
             fit_distributed(model, train, val, recipe.train, seed=recipe.seed,
-                            num_workers=num_workers, address=address, on_epoch=record)
+                            num_workers=num_workers, address=address, on_epoch=record,
+                            truth_train=truth_train, truth_val=truth_val)
         else:
-            model.fit(train, val, recipe.train, seed=recipe.seed, on_epoch=record)
+            model.fit(train, val, recipe.train, seed=recipe.seed, on_epoch=record,
+                      truth_train=truth_train, truth_val=truth_val)
     finally:
         for writer in writers.values():
             writer.close()
+    scales: tuple[float, ...] = ()
+    if recipe.calibrate and truth_val is not None:
+        scales = model.calibrate(val, truth_val)
     cohorts = tl.patients.groupby("cohort", sort=False)
     model.card = {
         "command": command or "immunegym train --config FILE --out DIR",
         "recipe": recipe.source,
         "data": {"suite": recipe.suite, "n_patients": len(tl),
+                 "synthetic_patients": int(data.synthetic.sum()),
+                 "counts_only": recipe.counts_only, "seed": recipe.data_seed,
+                 "privileged": model.config.privileged,
                  "cohorts": {str(k): {"cancer_type": str(g["cancer_type"].iloc[0]),
                                       "lab": str(g["lab"].iloc[0]), "n": len(g)}
                              for k, g in cohorts}},
@@ -206,6 +334,8 @@ def run_recipe(
         "train": recipe.train.to_dict(),
         "seed": recipe.seed,
         "num_workers": num_workers,
+        "conformal_scale": list(scales),
+        "data_seconds": data_seconds,
         "train_seconds": time.perf_counter() - start,
         "best_val_loss": [min(r.val_loss for r in h) for h in model.history],
         "epochs_run": [len(h) for h in model.history],
