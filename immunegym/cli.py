@@ -633,19 +633,28 @@ def bench_world_model(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     record: Annotated[bool, typer.Option(help="Write the figures into the checkpoint's "
                                          "model card.")] = False,
+    observation_only: Annotated[Path | None, typer.Option(
+        help="A checkpoint trained without the privileged state, scored on the same origins "
+             "(default: the shipped observation-only variant when there is one).")] = None,
 ) -> None:
-    """World model vs persistence, ridge and cohort-mean baselines on held-out patients."""
+    """World model vs persistence, ridge, cohort-mean and history-mean baselines (and the
+    privileged ridge on the truth) on held-out patients."""
     from rich.progress import Progress
 
     from immunegym._atomic import atomic_path
     from immunegym.benchmarks.world_model import run_benchmark
     from immunegym.world_model import load
+    from immunegym.world_model.checkpoint import PRETRAINED_OBSERVATION_ONLY
 
     model = load(checkpoint, device=device)
+    if observation_only is None and checkpoint is None and PRETRAINED_OBSERVATION_ONLY.is_dir():
+        observation_only = PRETRAINED_OBSERVATION_ONLY
+    other = load(observation_only, device=device) if observation_only is not None else None
     with Progress(console=console) as progress:
         task = progress.add_task("cohorts", total=None)
         result = run_benchmark(model, quick=quick, suite_dir=suite,
-                               progress=lambda name: progress.advance(task))
+                               progress=lambda name: progress.advance(task),
+                               observation_only=other)
     if speed:
         from immunegym.benchmarks.speed import world_model_speed
 
@@ -653,23 +662,30 @@ def bench_world_model(
                                             (1, 256, 4096))
     table = Table(title=f"world model vs baselines ({result['main_set']}, tree-W1, lower is "
                         "better)")
-    for col in ("horizon", "world_model", "persistence", "ridge", "cohort_mean", "gain"):
+    columns = ("world_model", "persistence", "ridge", "cohort_mean", "history_mean",
+               "ridge_truth", "oracle_persistence")
+    table.add_column("horizon", justify="right")
+    for col in (*columns, "gain"):
         table.add_column(col, justify="right")
     for key in ("one_step", "rollout_6"):
         row = result[key]
-        table.add_row(key, *(f"{row[m]:.3f}" for m in ("world_model", "persistence", "ridge",
-                                                       "cohort_mean")),
+        table.add_row(key, *(f"{row[m]:.3f}" if m in row else "-" for m in columns),
                       f"{row['improvement_vs_best_baseline']:+.0%}")
     console.print(table)
-    console.print(f"coverage90 {result['coverage90']:.3f}  ({result['n_origins']} origins, "
-                  f"{result['n_patients']} patients, {result['seconds']:.0f} s)")
+    by_h = " ".join(f"{c:.2f}" for c in result["coverage90_by_horizon"])
+    console.print(f"coverage90 {result['coverage90']:.3f} (by horizon {by_h}); estimate "
+                  f"today {result['rollout_6'].get('estimate_today', float('nan')):.3f} vs "
+                  f"noise floor {result['rollout_6'].get('noise_floor', float('nan')):.3f}  "
+                  f"({result['n_origins']} origins, {result['n_patients']} patients, "
+                  f"{result['seconds']:.0f} s)")
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"wrote {json_path}")
     if record:
         from immunegym.world_model.checkpoint import PRETRAINED
 
-        keys = ("one_step", "rollout_6", "coverage90", "n_origins", "n_patients", "main_set")
+        keys = ("one_step", "rollout_6", "coverage90", "coverage90_by_horizon", "n_origins",
+                "n_patients", "main_set")
         model.card["evaluation"] = {
             "command": "immunegym bench world-model" + (" --quick" if quick else ""),
             **{k: result[k] for k in keys}}

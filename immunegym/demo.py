@@ -320,8 +320,9 @@ def held_out_forecast(out_dir: str | os.PathLike[str] = "immunegym-out",
     """The pretrained world model forecasts a patient it never saw; ImmuneSim says what was.
 
     A fresh melanoma cohort under anti-PD-1 + anti-CTLA-4 (a seed outside the training
-    suite) is simulated; the model sees one patient's baseline biopsy and scan only and
-    rolls out ``cycles`` 21-day cycles under the therapy the patient actually got.
+    suite) is simulated; the model's filter reads one patient's baseline biopsy and scan
+    only (the plot starts from the filter's state, not the raw biopsy) and the dynamics roll
+    it ``cycles`` 21-day cycles forward under the therapy the patient actually got.
 
     Returns
     -------
@@ -363,12 +364,13 @@ def held_out_forecast(out_dir: str | os.PathLike[str] = "immunegym-out",
     obs = full.comp_observed[0].numpy()
     observed = (full.counts[0] / full.counts[0].sum(-1, keepdim=True).clamp_min(1)).numpy()
     days = np.concatenate([[first], mean.days[0].numpy()])
-    base = observed[0]
+    today = model.estimate(context)
+    base = today.composition[0].numpy()
     path = forecast_vs_truth(
         truth.days, truth.composition[:, patient][:, columns], sod[:, patient], days,
         np.vstack([base, mean.compositions.mean(0)[0].numpy()])[:, columns],
         np.vstack([base, lo[0].numpy()])[:, columns], np.vstack([base, hi[0].numpy()])[:, columns],
-        np.concatenate([[np.expm1(float(context.burden[0, 0]))],
+        np.concatenate([[np.expm1(float(today.burden[0]))],
                         np.expm1(mean.burden.mean(0)[0].numpy())]),
         np.concatenate([[np.nan], np.quantile(burden_samples, 0.05, axis=0)]),
         np.concatenate([[np.nan], np.quantile(burden_samples, 0.95, axis=0)]),

@@ -133,7 +133,7 @@ def test_additive_fit_recovers_known_effects(data):
     fit = cf.fit_additive(train)
     assert fit.n_intervals > 20 and fit.n_patients <= len(train)
     # A synthetic burden with known per-cycle effects is recovered exactly.
-    from immunegym.world_model.batching import cumulative_dose
+    from immunegym.world_model.events import cumulative_dose
 
     synthetic = train.subset(range(len(train)))
     exposure = cumulative_dose(synthetic.cycle_doses, synthetic.days)  # (P, L, R)

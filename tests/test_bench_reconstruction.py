@@ -1,4 +1,5 @@
-"""The reconstruction benchmark: interpolants, queries, cached world-model queries, run/report,
+"""The reconstruction benchmark: interpolants, queries, world-model (smoother and filter)
+queries, run/report,
 and WorldModel.predict with a per-patient dt."""
 
 from __future__ import annotations
@@ -161,17 +162,33 @@ def test_truth_is_aligned_to_the_timelines(ctx):
 
 
 # --------------------------------------------------------------------------- world model
-def test_cached_world_model_queries_equal_predict(ctx):
+def test_filter_world_model_queries_equal_predict(ctx):
     tl, model = ctx.fresh_timelines, ctx.model
     q = rec.dense_queries(tl, every=23)
     dt = q.day - tl.days.numpy()[q.row, q.position]
     doses = rec.query_doses(tl, q)
-    cached = rec.world_model_at(model, tl, q.row, q.position, dt, doses, chunk=7)
+    cached = rec.world_model_at(model, tl, q.row, q.position, dt, doses, smooth=False,
+                                chunk=7)
     history = tl.subset(q.row).truncate(tl.days.numpy()[q.row, q.position])
     direct = model.predict(history, doses, dt=dt).composition.numpy()
     np.testing.assert_allclose(cached, direct, atol=2e-5)
     # The doses are those actually given over each interval (a treated patient gets some).
     assert doses.max() > 0 and np.all(doses >= 0)
+
+
+def test_smoother_queries_hide_the_left_out_biopsy(ctx):
+    tl, model = ctx.fresh_timelines, ctx.model
+    q = rec.leave_one_out_queries(tl)
+    zeros = np.zeros((len(q), 5))
+    hidden = rec.world_model_at(model, tl, q.row, q.own, np.zeros(len(q)), zeros, hide=q.own)
+    shown = rec.world_model_at(model, tl, q.row, q.own, np.zeros(len(q)), zeros)
+    np.testing.assert_allclose(hidden.sum(-1), 1.0, atol=1e-5)
+    # Seeing the biopsy moves the estimate towards it; hiding it must change the answer.
+    assert np.abs(hidden - shown).sum(-1).mean() > 1e-3
+    # One smoother pass per (patient, hidden biopsy), chunked or not: the same numbers.
+    chunked = rec.world_model_at(model, tl, q.row, q.own, np.zeros(len(q)), zeros,
+                                 hide=q.own, chunk=3)
+    np.testing.assert_allclose(chunked, hidden, atol=1e-5)
 
 
 def test_world_model_at_rejects_bad_queries(ctx):
@@ -181,7 +198,7 @@ def test_world_model_at_rejects_bad_queries(ctx):
     with pytest.raises(ValueError, match="position"):
         rec.world_model_at(model, tl, row, np.array([99]), np.array([5.0]), doses)
     with pytest.raises(ValueError, match="dt"):
-        rec.world_model_at(model, tl, row, pos, np.array([0.0]), doses)
+        rec.world_model_at(model, tl, row, pos, np.array([-1.0]), doses)
     with pytest.raises(ValueError, match="doses"):
         rec.world_model_at(model, tl, row, pos, np.array([5.0]), np.zeros((1, 3)))
     with pytest.raises(ValueError, match="row"):

@@ -133,10 +133,11 @@ def test_match_steps_gives_the_smaller_set_more_epochs(ctx):
     settings = tr.TransferSettings(n_members=1, epochs=4, patience=2)
     suite = ctx.suite_timelines
     big = concat_timelines([suite] + [
-        _renamed(suite, f"copy{i}") for i in range(3)])  # 96 patients -> 3 batches of 32
+        _renamed(suite, f"copy{i}") for i in range(3)])  # 96 patients
     jobs, _ = tr.training_jobs(big, ["melanoma"], settings, seed=0, split={})
     n_all, n_held = len(jobs[0].train), len(jobs[1].train)
-    scale = math.ceil(n_all / 32) / math.ceil(n_held / 32)
+    bs = jobs[0].recipe.train.batch_size
+    scale = math.ceil(n_all / bs) / math.ceil(n_held / bs)
     assert jobs[0].recipe.train.epochs == 4 and jobs[0].recipe.train.patience == 2
     assert jobs[1].recipe.train.epochs == max(round(4 * scale), 4) > 4
     assert jobs[1].recipe.train.patience == max(round(2 * scale), 2)

@@ -1,6 +1,6 @@
 """Baseline forecasters of a tumor's composition and burden, for the world-model benchmark.
 
-All three see what the world model sees (observed timelines, never the hidden truth):
+The first four see what the world model sees (observed timelines, never the hidden truth):
 
 * :class:`Persistence`: the last observed composition and burden, held.
 * :class:`RidgeDynamics`: per-type linear dynamics in centered log-ratio space,
@@ -8,6 +8,12 @@ All three see what the world model sees (observed timelines, never the hidden tr
   scikit-learn's ``RidgeCV`` on consecutive biopsy pairs and iterated one cycle at a time.
 * :class:`CohortMean`: the training cohort's mean composition and burden at the same
   treatment cycle.
+* :class:`HistoryMean`: an exponentially weighted mean of the patient's own biopsies and
+  scans (time constant chosen on the training patients' next observations).
+
+:class:`RidgeTruth` is a privileged reference: one ridge per horizon from the last
+observation (and the doses ahead) to ImmuneSim's *true* composition and burden, fitted on the
+training patients' hidden truth. A model that learns the state should reach it.
 
 A sample labeled coarser than the fine types (a "Myeloid" block) is split over its leaves
 in proportion to the training data's mean leaf fractions (:func:`within_block_prior`).
@@ -19,7 +25,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import RidgeCV
 
-from immunegym.world_model.batching import cumulative_dose, interval_dose, split_blocks
+from immunegym.world_model.events import cumulative_dose, interval_dose, split_blocks
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines, within_block_prior
 
 CLR_EPS = 1e-3
@@ -204,4 +210,128 @@ def _carry_forward_burden(tl: Timelines, default: float) -> np.ndarray:
     return out
 
 
-BASELINES = (Persistence, RidgeDynamics, CohortMean)
+class HistoryMean:
+    """Exponentially weighted mean of the patient's past biopsies (in log-ratio space) and
+    scans, held. The time constant minimizes the error on each training patient's next
+    biopsy from the biopsies before it."""
+
+    name = "history_mean"
+    time_constants = (7.0, 21.0, 42.0, 84.0, 168.0, 365.0, 1e6)
+
+    def fit(self, tl: Timelines) -> HistoryMean:
+        self.prior = within_block_prior(tl)
+        self.mean_burden = float(tl.burden[tl.burden_observed].mean())
+        comps = leaf_compositions(tl, self.prior)
+        obs = tl.comp_observed.numpy()
+        days = tl.days.numpy()
+        errors = {t: [] for t in self.time_constants}
+        for p in range(len(tl)):
+            idx = np.nonzero(obs[p])[0]
+            for j in range(1, len(idx)):
+                past, target = idx[:j], comps[p, idx[j]]
+                for t in self.time_constants:
+                    pred = _weighted(comps[p, past], days[p, past], days[p, idx[j]], t)
+                    errors[t].append(np.abs(pred - target).sum())
+        scores = {t: np.mean(v) if v else np.inf for t, v in errors.items()}
+        self.time_constant = min(scores, key=scores.get)
+        return self
+
+    def forecast(self, tl: Timelines, doses: np.ndarray, dt: float = CYCLE_DAYS
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        comps = leaf_compositions(tl, self.prior)
+        obs, b_obs = tl.comp_observed.numpy(), tl.burden_observed.numpy()
+        days, burden = tl.days.numpy(), tl.burden.numpy()
+        last = _last_day(tl)
+        out_c = np.zeros((len(tl), comps.shape[-1]))
+        out_b = np.full(len(tl), self.mean_burden)
+        for p in range(len(tl)):
+            idx = np.nonzero(obs[p])[0]
+            out_c[p] = (_weighted(comps[p, idx], days[p, idx], last[p], self.time_constant)
+                        if len(idx) else 1.0 / comps.shape[-1])
+            bi = np.nonzero(b_obs[p])[0]
+            if len(bi):
+                w = np.exp(-(last[p] - days[p, bi]) / self.time_constant)
+                out_b[p] = float((w * burden[p, bi]).sum() / w.sum())
+        h = doses.shape[1]
+        return np.repeat(out_c[:, None], h, 1), np.repeat(out_b[:, None], h, 1)
+
+
+def _weighted(comps: np.ndarray, days: np.ndarray, at: float, time_constant: float
+              ) -> np.ndarray:
+    """Exponentially weighted mean of compositions in centered log-ratio space."""
+    w = np.exp(-(at - days) / time_constant)
+    return inverse_clr((w[:, None] * clr(comps)).sum(0) / w.sum())
+
+
+class RidgeTruth:
+    """Privileged reference: per-horizon ridge from the last observation to the truth.
+
+    ``fit(tl, truth_comp, truth_burden, horizons)`` takes the training patients' hidden
+    daily truth (patient id -> ``(D, K)`` composition and ``(D,)`` log1p burden).
+    """
+
+    name = "ridge_truth"
+    alphas = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+    def fit(self, tl: Timelines, truth_comp: dict[str, np.ndarray],
+            truth_burden: dict[str, np.ndarray], horizons: int) -> RidgeTruth:
+        self.prior = within_block_prior(tl)
+        self.mean_burden = float(tl.burden[tl.burden_observed].mean())
+        self.models = []
+        feats, targets_c, targets_b = self._rows(tl, truth_comp, truth_burden, horizons)
+        for h in range(horizons):
+            ok_c = ~np.isnan(targets_c[h]).any(1)
+            ok_b = ~np.isnan(targets_b[h])
+            comp = RidgeCV(alphas=self.alphas).fit(feats[h][ok_c], targets_c[h][ok_c])
+            burden = RidgeCV(alphas=self.alphas).fit(feats[h][ok_b], targets_b[h][ok_b])
+            self.models.append((comp, burden))
+        return self
+
+    def _features_at(self, tl: Timelines, day: np.ndarray, h: int) -> np.ndarray:
+        """Features of every patient's history up to ``day`` for horizon ``h`` (1-based)."""
+        ctx = tl.truncate(day)
+        comp, burden = last_observed(ctx, self.prior)
+        burden = np.where(np.isnan(burden), self.mean_burden, burden)
+        start = torch.as_tensor(day, dtype=torch.float32)[:, None]
+        dose = interval_dose(tl.cycle_doses, start, start + CYCLE_DAYS * h)[:, 0].numpy()
+        exposure = cumulative_dose(tl.cycle_doses, start)[:, 0].numpy()
+        return _features(comp, burden, np.full(len(tl), CYCLE_DAYS * h, float), dose, exposure)
+
+    def _rows(self, tl, truth_comp, truth_burden, horizons):
+        rows, days = np.nonzero((tl.comp_observed | tl.burden_observed).numpy())
+        sub = tl.subset(rows)
+        day = tl.days.numpy()[rows, days]
+        ids = [tl.patient_ids[r] for r in rows]
+        feats, targets_c, targets_b = [], [], []
+        for h in range(1, horizons + 1):
+            feats.append(self._features_at(sub, day, h))
+            tc, tb = [], []
+            for pid, d in zip(ids, day, strict=True):
+                t = int(d) + CYCLE_DAYS * h
+                comp, burden = truth_comp[pid], truth_burden[pid]
+                if t < len(burden) and not np.isnan(burden[t]):
+                    tc.append(clr(comp[t]))
+                    tb.append(burden[t])
+                else:
+                    tc.append(np.full(comp.shape[-1], np.nan))
+                    tb.append(np.nan)
+            targets_c.append(np.stack(tc))
+            targets_b.append(np.asarray(tb))
+        return feats, targets_c, targets_b
+
+    def forecast(self, tl: Timelines, doses: np.ndarray, dt: float = CYCLE_DAYS
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Forecasts from each history's last day (``doses`` sets the horizons only: the
+        ridge reads the dose actually given from ``tl.cycle_doses``, as it was fitted)."""
+        day = _last_day(tl)
+        comps, burdens = [], []
+        for h in range(1, doses.shape[1] + 1):
+            comp_model, burden_model = self.models[min(h, len(self.models)) - 1]
+            feats = self._features_at(tl, day, h)
+            comps.append(inverse_clr(comp_model.predict(feats)))
+            burdens.append(burden_model.predict(feats))
+        return np.stack(comps, 1), np.stack(burdens, 1)
+
+
+BASELINES = (Persistence, RidgeDynamics, CohortMean, HistoryMean)
+"""The observation-only baselines (:class:`RidgeTruth` needs the truth and is separate)."""

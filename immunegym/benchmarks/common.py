@@ -288,7 +288,7 @@ def aligned_doses(regimens: Sequence[str], start_day: np.ndarray, n_cycles: int
     Step ``h`` covers days ``(start + 21 h, start + 21 (h + 1)]`` of the protocol, so a
     patient whose baseline is day 5 gets the protocol from day 5 on.
     """
-    from immunegym.world_model.batching import interval_dose
+    from immunegym.world_model.events import interval_dose
     from immunegym.world_model.timelines import CYCLE_DAYS
 
     start = np.asarray(start_day, dtype=np.float32)
@@ -477,12 +477,19 @@ class BenchContext:
         return concat_timelines([build_timelines(c.adata) for c in self.fresh])
 
     @cached_property
-    def suite_timelines(self):
-        """Observed timelines of the default suite (the pretrained model's training data)."""
-        from immunegym.world_model.recipe import load_suite_timelines
+    def suite_data(self):
+        """The default suite's timelines and, where known, hidden truth on their grid
+        (:class:`~immunegym.world_model.recipe.TrainingData`)."""
+        from immunegym.world_model.recipe import Recipe, load_training_data
 
         source = "default" if self.suite_dir is None else str(self.suite_dir)
-        return load_suite_timelines(source, lambda name: self.progress(f"suite {name}"))
+        return load_training_data(Recipe(suite=source),
+                                  lambda name: self.progress(f"suite {name}"))
+
+    @property
+    def suite_timelines(self):
+        """Observed timelines of the default suite (the pretrained model's suite cohorts)."""
+        return self.suite_data.timelines
 
     @cached_property
     def suite_split(self) -> np.ndarray:

@@ -121,7 +121,7 @@ from immunegym.sim.cohort import CohortSpec
 from immunegym.sim.outcomes import CR, PR, sum_of_diameters
 from immunegym.sim.simulator import MAX_DAYS, TRIAL_IMAGING, ImmuneSim
 from immunegym.sim.therapy import parse_regimen
-from immunegym.world_model.batching import interval_dose
+from immunegym.world_model.events import interval_dose
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines
 
 NAME = "counterfactual"

@@ -6,9 +6,9 @@ configuration builds the vector env (one patient bank shared by all envs), reset
 one warm-up step and times ``steps`` steps of random actions, autoresets included. The
 reference is Gymnasium's ``SyncVectorEnv`` over single envs (the same bank and model
 objects), i.e. what a generic per-process wrapper achieves. Timing covers whole episodes
-(a multiple of the horizon from reset), because a world-model step costs more as the
-history grows. FLOPs of the world model per env-step are counted with
-``torch.utils.flop_counter`` over a whole episode too.
+(a multiple of the horizon from reset), so resets are counted at their real share. FLOPs of
+the world model per env-step are counted with ``torch.utils.flop_counter`` over a whole
+episode too.
 """
 
 from __future__ import annotations
@@ -100,27 +100,25 @@ def run_one(kind: str, n: int, *, vectorizer: str = "native", device: str = "cpu
     if vectorizer == "native":
         engine = env.unwrapped.engine
         row["state_bytes_per_env"] = engine.memory_bytes() / n
-        if kind == "world":
-            row["kv_cache"] = engine.core.cached
     if device != "cpu":
         row["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
     env.close()
     return row
 
 
-def world_model_flops(cached: bool, n: int = 64, seed: int = 0) -> float:
-    """Model FLOPs per env-step of ImmuneWorld, averaged over whole 16-cycle episodes."""
+def world_model_flops(n: int = 64, seed: int = 0) -> float:
+    """Model FLOPs per env-step of ImmuneWorld, averaged over whole 16-cycle episodes
+    (the reset's filter pass included)."""
     import numpy as np
     from torch.utils.flop_counter import FlopCounterMode
 
     from immunegym.env.vector import ImmuneWorldVectorEnv
 
-    env = ImmuneWorldVectorEnv(n, bank_size=64, terminate_on_progression=False,
-                               world_options={"cache": cached})
-    env.reset(seed=seed)
+    env = ImmuneWorldVectorEnv(n, bank_size=64, terminate_on_progression=False)
     zeros = np.zeros((n, 5), dtype=np.int64)
     counter = FlopCounterMode(display=False)
     with counter:
+        env.reset(seed=seed)
         for _ in range(env.scenario.horizon):
             env.step(zeros)
     return counter.get_total_flops() / (n * env.scenario.horizon)
@@ -162,15 +160,14 @@ def env_speed(num_envs: Sequence[int] = (1, 256, 4096, 65_536),
         rows.append(row)
         if on_row is not None:
             on_row(row)
-    flops = {"cached": world_model_flops(True), "recomputed": world_model_flops(False)}
+    per_step = world_model_flops()
     peak = matmul_peak(device=device)
     for row in rows:
         if row["simulator"] == "world" and row["vectorizer"] == "native":
-            per_step = flops["cached" if row.get("kv_cache") else "recomputed"]
             row["model_flops_per_env_step"] = per_step
             row["fraction_of_matmul_peak"] = row["env_steps_per_s"] * per_step / peak
     return {"benchmark": "env_speed", "device": device, "results": rows,
-            "world_model_flops_per_env_step": flops, "matmul_peak_flops_per_s": peak,
+            "world_model_flops_per_env_step": per_step, "matmul_peak_flops_per_s": peak,
             "machine": machine_info()}
 
 

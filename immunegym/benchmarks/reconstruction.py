@@ -11,13 +11,15 @@ Leave one biopsy out (``tree_w1``)
     Every *interior* biopsy (the patient has an observed biopsy strictly before and strictly
     after it) is left out in turn and reconstructed by
 
-    * ``world_model``: every observation (biopsies and scans) strictly before the left-out
-      day, the therapy actually given in between, and :meth:`WorldModel.predict
-      <immunegym.world_model.WorldModel.predict>` ``dt`` days after the last of them
-      (``dt`` = the gap to the left-out day, the query dose = the dose intensity actually
-      given over that gap, :func:`~immunegym.world_model.batching.interval_dose`, as in
-      training). The point prediction is the ensemble-mean composition. The world model is
-      a forward model: unlike interpolation and nearest it does not see the biopsy after.
+    * ``world_model``: the smoother (:meth:`WorldModel.smooth
+      <immunegym.world_model.WorldModel.smooth>`) over the patient's whole record with the
+      left-out biopsy hidden (its day stays a point, with its scan if there was one): every
+      other biopsy and scan, before and after, and the therapy given. The point prediction
+      is the ensemble-mean state composition.
+    * ``world_model_filter``: the filter only (every observation strictly before the day),
+      carried ``dt`` days to the day by the dynamics under the dose actually given
+      (:func:`~immunegym.world_model.events.interval_dose`): a forecast, not a
+      reconstruction, kept to show what the future biopsies add.
     * ``linear_interpolation``: the biopsies immediately before and after, interpolated
       linearly in time in centered log-ratio space (:func:`clr_interpolate`).
     * ``nearest``: the biopsy nearest in time (ties: the earlier one).
@@ -30,10 +32,10 @@ Leave one biopsy out (``tree_w1``)
 Dense daily reconstruction (``dense``)
     For every held-out patient, every day strictly between its first and its last biopsy
     (every ``dense_every_days``-th day in ``--quick`` runs, counted from the first biopsy):
-    the world model predicts the day from the history up to the last observation strictly
-    before it (``dt`` = days since that observation, therapy as given); the baselines use
-    the bracketing biopsies, never a biopsy taken that day. ``tree_w1_by_gap`` splits the
-    days by the time since the last biopsy before them.
+    the smoother's state at the last point strictly before the day (a biopsy taken on the
+    day itself hidden) is carried to the day (``dt`` = days since that point, therapy as
+    given); the baselines use the bracketing biopsies, never a biopsy taken that day.
+    ``tree_w1_by_gap`` splits the days by the time since the last biopsy before them.
 
 Days on or after a patient's death are not scored (ImmuneSim can place a biopsy of a
 patient who dies in the first days on day 7 or 8); ``config.skipped_after_death`` counts
@@ -59,10 +61,8 @@ each baseline, paired per biopsy (negative: the world model is closer); ``dense`
 :data:`GAP_BINS`); ``example``: one patient's daily malignant and CD8 T cell fractions,
 true and reconstructed, with its biopsies; ``config``; ``seconds``.
 
-World-model queries are answered with the key-value cached stepper
-(:mod:`immunegym.world_model.stepper`): the prediction ``dt`` days after point ``j`` needs
-one new point per query instead of the whole history, and equals ``WorldModel.predict`` on
-the history truncated at ``j`` to float tolerance (tested).
+World-model queries share one smoother pass per patient record (one more per hidden biopsy);
+a filter query equals ``WorldModel.predict`` on the history truncated at its point (tested).
 """
 
 from __future__ import annotations
@@ -87,11 +87,12 @@ from immunegym.benchmarks.common import (
 )
 from immunegym.ontology import FINE_TYPES, tree_wasserstein
 from immunegym.planning.counterfactuals import CD8_TYPES, MALIGNANT_TYPE
-from immunegym.world_model.batching import interval_dose
+from immunegym.world_model.events import interval_dose
 from immunegym.world_model.model import WorldModel
 from immunegym.world_model.timelines import Timelines
 
-METHODS: tuple[str, ...] = ("world_model", "linear_interpolation", "nearest", "last_biopsy")
+METHODS: tuple[str, ...] = ("world_model", "world_model_filter", "linear_interpolation",
+                             "nearest", "last_biopsy")
 """The reconstruction methods, in report order."""
 
 EXAMPLE_METHODS: tuple[str, ...] = ("world_model", "linear_interpolation", "nearest")
@@ -259,14 +260,15 @@ def dense_queries(tl: Timelines, every: int = 1, rows: Sequence[int] | None = No
 
 # --------------------------------------------------------------------------- world model
 def world_model_at(model: WorldModel, tl: Timelines, row: np.ndarray, position: np.ndarray,
-                   dt: np.ndarray, doses: np.ndarray, *, chunk: int = QUERY_CHUNK
-                   ) -> np.ndarray:
-    """Ensemble-mean composition ``dt`` days after point ``position`` of patient ``row``.
+                   dt: np.ndarray, doses: np.ndarray, *, hide: np.ndarray | None = None,
+                   smooth: bool = True, chunk: int = QUERY_CHUNK) -> np.ndarray:
+    """Ensemble-mean state composition ``dt`` days after point ``position`` of patient ``row``.
 
-    The history is the patient's points ``0..position`` (later points are never seen:
-    time attention is causal), so each query equals ``model.predict`` on the history
-    truncated at ``position`` with that ``dt`` and dose. A key-value cache of every
-    patient's points is built once per member; each query then costs one point.
+    With ``smooth`` the state at the point comes from the smoother (the patient's whole
+    record, past and future, with the biopsy at point ``hide`` hidden: a left-out biopsy is
+    never seen); otherwise from the filter (points ``0..position`` only). It is then carried
+    ``dt`` days forward by the member's dynamics under ``doses`` (``dt`` = 0: the point
+    itself).
 
     Parameters
     ----------
@@ -277,18 +279,22 @@ def world_model_at(model: WorldModel, tl: Timelines, row: np.ndarray, position: 
     row, position
         ``(N,)`` patient row and time-point index of each query.
     dt
-        ``(N,)`` days ahead (> 0).
+        ``(N,)`` days ahead (>= 0).
     doses
         ``(N, R)`` dose intensity per therapy over each query's interval.
+    hide
+        ``(N,)`` index of a biopsy to hide from the smoother per query (-1: none).
+    smooth
+        Smoother (default) or filter.
     chunk
-        Queries per batch.
+        Patient copies per batch.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, K)`` predicted compositions.
+        ``(N, K)`` compositions.
     """
-    from immunegym.world_model.stepper import KVCache, step_point
+    from immunegym.world_model.fitting import advance
 
     model.check_timelines(tl)
     row = np.asarray(row, dtype=np.int64).reshape(-1)
@@ -296,62 +302,59 @@ def world_model_at(model: WorldModel, tl: Timelines, row: np.ndarray, position: 
     dt = np.asarray(dt, dtype=np.float64).reshape(-1)
     doses = np.asarray(doses, dtype=np.float64)
     n = len(row)
+    hide = np.full(n, -1, np.int64) if hide is None else np.asarray(hide, np.int64).reshape(-1)
     n_r = len(model.config.therapies)
-    if position.shape != (n,) or dt.shape != (n,):
-        raise ValueError(f"position, dt: expected {n} values each (one per query), got "
-                         f"{position.shape[0]} and {dt.shape[0]}")
+    if position.shape != (n,) or dt.shape != (n,) or hide.shape != (n,):
+        raise ValueError(f"position, dt, hide: expected {n} values each (one per query), got "
+                         f"{position.shape[0]}, {dt.shape[0]} and {hide.shape[0]}")
     if n and (row.min() < 0 or row.max() >= len(tl)):
         raise ValueError(f"row: expected patient rows in [0, {len(tl)}), got "
                          f"{row.min()}..{row.max()}")
     if n and (np.any(position < 0) or np.any(position >= tl.lengths.numpy()[row])):
         raise ValueError("position: expected a time point of the patient (0 <= position < "
                          "its number of points)")
-    if not np.all(np.isfinite(dt) & (dt > 0)):
-        raise ValueError("dt: expected days > 0")
+    if not np.all(np.isfinite(dt) & (dt >= 0)):
+        raise ValueError("dt: expected days >= 0")
     if doses.shape != (n, n_r) or not np.all(np.isfinite(doses)) or np.any(doses < 0):
         raise ValueError(f"doses: expected ({n}, {n_r}) finite, non-negative intensities, "
                          f"got shape {doses.shape}")
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
-    out = torch.zeros(n, len(model.config.types), dtype=torch.float64)
+    out = np.zeros((n, len(model.config.types)))
     if not n:
-        return out.numpy()
+        return out
+    if not smooth:
+        hide = np.full(n, -1, np.int64)
+    # One copy of a patient's record per distinct hidden biopsy.
+    keys, copy = np.unique(np.stack([row, hide], 1), axis=0, return_inverse=True)
+    copy = copy.reshape(-1)
     device = model.device
-    x = model.inputs(tl.to(device))
-    n_p, n_l = tl.days.shape
-    order = np.lexsort((row, position))  # similar history lengths share a batch
-    every_row = torch.arange(n_p, device=device)
     with torch.no_grad():
-        for module in model.members:
-            cache = KVCache.empty(module, n_p, n_l, device=device)
-            for point in range(n_l):
-                step_point(module, cache, _point(x, every_row,
-                                                 torch.full((n_p,), point, device=device)))
-            for start in range(0, n, chunk):
-                idx = order[start:start + chunk]
-                r = torch.as_tensor(row[idx], device=device)
-                p = torch.as_tensor(position[idx], device=device)
-                width = int(p.max()) + 1
-                # Indexing copies the rows' past, so each query writes its own point.
-                part = KVCache([k[r, :, :, :width] for k in cache.keys],
-                               [v[r, :, :, :width] for v in cache.values], p.clone())
-                query = _point(x, r, p)
-                query.next_dt = torch.as_tensor(dt[idx], dtype=torch.float32,
-                                                device=device)[:, None]
-                query.next_dose = torch.as_tensor(doses[idx], dtype=torch.float32,
-                                                  device=device)[:, None]
-                pred = step_point(module, part, query)
-                out[torch.as_tensor(idx)] += pred.mean_composition.double().cpu()
-    return (out / len(model.members)).numpy()
-
-
-def _point(x, rows: torch.Tensor, position: torch.Tensor):
-    """Inputs of one point per row (``L = 1``), as :func:`step_point` takes them."""
-    from immunegym.world_model.module import TokenInputs
-
-    return TokenInputs(**{name: value[rows] if name == "cancer"
-                          else value[rows, position].unsqueeze(1)
-                          for name, value in vars(x).items()})
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            sub = tl.subset(part[:, 0])
+            masked = part[:, 1] >= 0
+            if masked.any():
+                r = torch.as_tensor(np.flatnonzero(masked))
+                at = torch.as_tensor(part[masked, 1])
+                sub.comp_observed[r, at] = False
+                sub.counts[r, at] = 0.0
+                sub.fractions[r, at] = 0.0
+                sub.resolved[r, at] = False
+            x = model.inputs(sub)
+            queries = np.flatnonzero((copy >= start) & (copy < start + len(part)))
+            local = torch.as_tensor(copy[queries] - start, device=device)
+            pos = torch.as_tensor(position[queries], device=device)
+            tau = torch.as_tensor(dt[queries] / 21.0, dtype=torch.float32, device=device)
+            dose = torch.as_tensor(doses[queries], dtype=torch.float32, device=device)
+            cancer = model.cancer_onehot(sub)[local]
+            for module in model.members:
+                state = module.smooth(x) if smooth else module.filter(x)
+                z, c = state.z[local, pos], state.c[local, pos]
+                z, _, _ = advance(module, z, c, tau, dose, cancer, max_substeps=64)
+                comp = torch.softmax(module.composition_logits(z), -1)
+                out[queries] += comp.double().cpu().numpy()
+    return out / len(model.members)
 
 
 def query_doses(tl: Timelines, queries: Queries, chunk: int = 8192) -> np.ndarray:
@@ -399,9 +402,17 @@ def reconstruct(model: WorldModel, tl: Timelines, queries: Queries,
     dt = q.day - days[q.row, q.position]
     take_next = nearest_is_next(q.day, prev_day, next_day)
     observed = np.where((q.own >= 0)[:, None], comps[q.row, np.maximum(q.own, 0)], np.nan)
+    doses = query_doses(tl, q)
+    # The smoother reads the left-out (or same-day) biopsy's own point when it has one,
+    # with that biopsy hidden; other days are carried from the last point before them.
+    at_own = q.own >= 0
+    position = np.where(at_own, q.own, q.position)
+    smooth_dt = np.where(at_own, 0.0, dt)
     return {
-        "world_model": world_model_at(model, tl, q.row, q.position, dt,
-                                      query_doses(tl, q)),
+        "world_model": world_model_at(model, tl, q.row, position, smooth_dt, doses,
+                                      hide=q.own, smooth=True),
+        "world_model_filter": world_model_at(model, tl, q.row, q.position, dt, doses,
+                                             smooth=False),
         "linear_interpolation": clr_interpolate(x0, x1, weight),
         "nearest": np.where(take_next[:, None], x1, x0),
         "last_biopsy": x0,
@@ -691,8 +702,9 @@ def report(section: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
-_COLORS = {"world_model": "tab:blue", "linear_interpolation": "tab:orange",
-           "nearest": "tab:green", "last_biopsy": "tab:gray"}
+_COLORS = {"world_model": "tab:blue", "world_model_filter": "tab:cyan",
+           "linear_interpolation": "tab:orange", "nearest": "tab:green",
+           "last_biopsy": "tab:gray"}
 
 
 def _plot_by_gap(by_gap: dict[str, Any], path: Path) -> Path:

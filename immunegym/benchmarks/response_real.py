@@ -471,7 +471,7 @@ def world_model_outcomes(model, composition: np.ndarray, sod_mm: float,
         raise ValueError(f"regimens: {len(regimens)} values for {len(comp)} patients")
     ids = [f"p{i}" for i in range(len(comp))] if ids is None else list(ids)
     tl = baseline_timelines(comp, np.full(len(comp), float(sod_mm)), ids,
-                            cancer_type=CANCER_TYPE, programs=model.config.programs,
+                            cancer_type=CANCER_TYPE, programs=(),
                             regimen=list(regimens))
     doses = np.zeros((len(comp), n_cycles, len(model.config.therapies)), np.float32)
     plans = np.asarray(regimens, dtype=object)

@@ -130,60 +130,70 @@ def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
 
 def world_model_speed(model, batches: Sequence[int] = (1, 256, 4096), history: int = 8,
                       repeats: int = 3) -> dict[str, object]:
-    """Forward throughput of one world-model member (patient-steps/s) at several batches.
+    """Throughput of one world-model member (patient-steps/s) at several batches.
 
-    A patient-step is one next-cycle prediction from a history of ``history`` time points
-    (the whole history is re-encoded, as :meth:`WorldModel.rollout` does). FLOPs per step
-    are counted by ``torch.utils.flop_counter``; the fraction of peak compares achieved
-    FLOP/s with a measured float32 matmul.
+    A patient-step is one cycle of the member's dynamics from a state (what a rollout and an
+    ImmuneWorld step cost once the filter has read the history). ``filter_points_per_s``
+    times the filter over a history of ``history`` points. FLOPs per step are counted by
+    ``torch.utils.flop_counter``; the fraction of peak compares achieved FLOP/s with a
+    measured float32 matmul.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from immunegym.world_model.module import TokenInputs
+    from immunegym.world_model.latent import EventInputs
 
     module = model.members[0].eval()
     cfg = module.config
     device = model.device
     gen = torch.Generator(device=device).manual_seed(0)
 
-    def inputs(b: int) -> TokenInputs:
-        k, g, r = cfg.n_types, cfg.n_programs, cfg.n_therapies
-        frac = torch.rand(b, history, k, generator=gen, device=device)
-        frac = frac / frac.sum(-1, keepdim=True)
-        ones = torch.ones(b, history, k, dtype=torch.bool, device=device)
-        return TokenInputs(
-            fractions=frac, resolved=ones, block_log_mass=torch.log(frac + 1e-3),
-            programs=torch.rand(b, history, k, g, generator=gen, device=device),
-            program_mask=ones, comp_observed=ones[..., 0], burden=torch.full(
-                (b, history), 3.5, device=device), burden_observed=ones[..., 0],
-            predicted=~ones[..., 0], days=torch.arange(history, device=device).float().expand(
-                b, -1) * 21, next_dt=torch.full((b, history), 21.0, device=device),
-            next_dose=torch.zeros(b, history, r, device=device),
-            exposure=torch.zeros(b, history, r, device=device),
-            cancer=torch.zeros(b, cfg.n_cancer_types, device=device))
+    def state(b: int) -> tuple[torch.Tensor, ...]:
+        z = torch.randn(b, cfg.n_types, generator=gen, device=device)
+        c = torch.randn(b, cfg.d_context, generator=gen, device=device)
+        return (z, c, torch.ones(b, device=device),
+                torch.rand(b, cfg.n_therapies, generator=gen, device=device),
+                torch.zeros(b, cfg.n_cancer_types, device=device))
+
+    def events(b: int) -> EventInputs:
+        return EventInputs(
+            torch.randn(b, history, cfg.obs_features, generator=gen, device=device),
+            torch.rand(b, history, cfg.time_features, generator=gen, device=device),
+            torch.zeros(b, cfg.n_labs, device=device),
+            torch.zeros(b, dtype=torch.long, device=device),
+            torch.zeros(b, cfg.n_cancer_types, device=device),
+            torch.ones(b, history, dtype=torch.bool, device=device))
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        return best
 
     with torch.no_grad():
         counter = FlopCounterMode(display=False)
         with counter:
-            module(inputs(1))
+            z, c, tau, dose, cancer = state(1)
+            module.step(z, c, tau, dose, cancer)
+            module.burden(z)
         flops_per_step = counter.get_total_flops()
         peak = matmul_peak(device=str(device) if device.type == "cuda" else "cpu")
         rows = []
         for batch in batches:
-            x = inputs(batch)
-            module(x)  # warm-up
-            best = float("inf")
-            for _ in range(repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                module(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - start)
+            args = state(batch)
+            best = timed(lambda args=args: (module.step(*args), module.burden(args[0])))
+            x = events(batch)
+            filter_best = timed(lambda x=x: module.filter(x))
             rate = batch / best
             rows.append({"batch": batch, "seconds": best, "patient_steps_per_s": rate,
+                         "filter_points_per_s": batch * history / filter_best,
                          "achieved_flops_per_s": rate * flops_per_step,
                          "fraction_of_matmul_peak": rate * flops_per_step / peak})
     return {"benchmark": "world_model_forward", "device": str(device), "history": history,

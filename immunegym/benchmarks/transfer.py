@@ -14,7 +14,7 @@ Training data
     and only the ``val`` share early-stops; ``test`` patients are never used.
 Models (same recipe, same seed)
     * ``held_out``: trained without any patient of type ``T`` (train and val;
-      :func:`~immunegym.world_model.recipe.split_timelines` with ``leave_out_cancer``).
+      :func:`~immunegym.world_model.recipe.split_rows` with ``leave_out_cancer``).
     * ``in_distribution``: trained on every type. It is trained once and shared by all
       folds.
     * ``pretrained``: the model under test (``ctx.model``, by default the shipped
@@ -108,9 +108,9 @@ from immunegym.benchmarks.world_model import (
     truth_by_patient,
 )
 from immunegym.ontology import tree_wasserstein
+from immunegym.world_model.latent import LatentConfig
 from immunegym.world_model.model import WorldModel, WorldModelConfig
-from immunegym.world_model.module import ModuleConfig
-from immunegym.world_model.recipe import DEFAULT_RECIPE, Recipe, split_timelines
+from immunegym.world_model.recipe import DEFAULT_RECIPE, Recipe, TrainingData, split_rows
 from immunegym.world_model.timelines import Timelines
 
 NAME = "transfer"
@@ -294,6 +294,9 @@ class TrainJob:
         Training and early-stopping timelines (already without ``leave_out``).
     threads
         Torch threads in the worker (``None``: leave as is).
+    truth_train, truth_val
+        Their hidden truth (:class:`~immunegym.world_model.synthetic.GridTruth`) for
+        privileged training, as the pretrained model had; ``None``: observations only.
     """
 
     name: str
@@ -302,6 +305,8 @@ class TrainJob:
     train: Timelines
     val: Timelines
     threads: int | None = None
+    truth_train: Any = None
+    truth_val: Any = None
 
 
 def train_job(job: TrainJob) -> dict[str, Any]:
@@ -317,12 +322,11 @@ def train_job(job: TrainJob) -> dict[str, Any]:
     """
     torch_threads(job.threads)
     start = time.perf_counter()
-    recipe, tl = job.recipe, job.train
-    module = ModuleConfig(n_programs=len(tl.programs), n_cancer_types=0,
-                          **recipe.module)  # type: ignore[arg-type]
-    model = WorldModel(WorldModelConfig(module, recipe.n_members, (), tl.programs),
-                       seed=recipe.seed)
-    model.fit(job.train, job.val, recipe.train, seed=recipe.seed)
+    recipe = job.recipe
+    module = LatentConfig(**recipe.module)  # type: ignore[arg-type]
+    model = WorldModel(WorldModelConfig(module, recipe.n_members), seed=recipe.seed)
+    model.fit(job.train, job.val, recipe.train, seed=recipe.seed,
+              truth_train=job.truth_train, truth_val=job.truth_val)
     counts = job.train.patients["cancer_type"].value_counts()
     return {
         "name": job.name, "leave_out": job.leave_out, "config": model.config.to_dict(),
@@ -349,32 +353,43 @@ def _steps(n: int, batch_size: int) -> int:
 
 
 def training_jobs(suite: Timelines, types: Sequence[str], settings: TransferSettings, *,
-                  seed: int, split: dict[str, Any], threads: int | None = None
-                  ) -> tuple[list[TrainJob], dict[str, Any]]:
+                  seed: int, split: dict[str, Any], threads: int | None = None,
+                  truth: Any = None) -> tuple[list[TrainJob], dict[str, Any]]:
     """The in-distribution job and one held-out job per type, and their split records.
+
+    ``truth``: the suite's :class:`~immunegym.world_model.synthetic.GridTruth` (privileged
+    training); ``None`` trains from observations alone.
 
     Raises
     ------
     ValueError
-        If a type is not in the suite (from :func:`split_timelines`).
+        If a type is not in the suite (from :func:`split_rows`).
     """
+    def pieces(recipe: Recipe) -> tuple[Timelines, Timelines, dict, Any, Any]:
+        rows_train, rows_val, record = split_rows(
+            TrainingData(suite, truth, np.zeros(len(suite), bool)), recipe)
+        return (suite.subset(rows_train), suite.subset(rows_val), record,
+                None if truth is None else truth.subset(rows_train),
+                None if truth is None else truth.subset(rows_val))
+
     recipe = transfer_recipe(settings, seed=seed, split=split)
-    train, val, record = split_timelines(suite, recipe)
-    jobs = [TrainJob("in_distribution", "", recipe, train, val, threads)]
+    train, val, record, t_train, t_val = pieces(recipe)
+    jobs = [TrainJob("in_distribution", "", recipe, train, val, threads, t_train, t_val)]
     budget = {"epochs": recipe.train.epochs, "patience": recipe.train.patience}
     records = {"in_distribution": {**record, **budget, "model_seed": int(seed)}}
     if settings.seed_reference:
         jobs.append(TrainJob(RESEEDED, "", replace(recipe, seed=int(seed) + 1), train, val,
-                             threads))
+                             threads, t_train, t_val))
         records[RESEEDED] = {**record, **budget, "model_seed": int(seed) + 1}
     for cancer in types:
         held = transfer_recipe(settings, seed=seed, split=split, leave_out=cancer)
-        h_train, h_val, h_record = split_timelines(suite, held)
+        h_train, h_val, h_record, h_t_train, h_t_val = pieces(held)
         if settings.match_steps:
             bs = held.train.batch_size
             held = transfer_recipe(settings, seed=seed, split=split, leave_out=cancer,
                                    epoch_scale=_steps(len(train), bs) / _steps(len(h_train), bs))
-        jobs.append(TrainJob(f"held_out:{cancer}", cancer, held, h_train, h_val, threads))
+        jobs.append(TrainJob(f"held_out:{cancer}", cancer, held, h_train, h_val, threads,
+                             h_t_train, h_t_val))
         records[f"held_out:{cancer}"] = {**h_record, "epochs": held.train.epochs,
                                          "patience": held.train.patience,
                                          "model_seed": int(seed)}
@@ -453,9 +468,9 @@ def bucketed_mean_path(model: WorldModel, tl: Timelines, doses: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble mean path of :meth:`WorldModel.rollout`, patients grouped by length.
 
-    A rollout pads every history to the longest one and attends over the padding; rolling
-    patients of equal history length together gives the same numbers (to float tolerance)
-    several times faster when lengths vary, as forecast origins do.
+    A rollout pads every history to the longest one and the filter runs over the padding;
+    rolling patients of equal history length together gives the same numbers (to float
+    tolerance) faster when lengths vary, as forecast origins do.
 
     Returns
     -------
@@ -606,7 +621,8 @@ def run(ctx: BenchContext, *, held_out_types: Sequence[str] | None = None,
 
     split_info = dict((ctx.model.card or {}).get("split", {}))
     jobs, split_records = training_jobs(suite, types, settings, seed=ctx.seed,
-                                        split=split_info, threads=1 if ctx.ray else None)
+                                        split=split_info, threads=1 if ctx.ray else None,
+                                        truth=ctx.suite_data.truth)
     ctx.progress(f"transfer: training {len(jobs)} models ({', '.join(j.name for j in jobs)})")
     t0 = time.perf_counter()
     results = {r["name"]: r for r in ctx.map(train_job, jobs)}

@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from immunegym.benchmarks.baselines import BASELINES
+from immunegym.benchmarks.baselines import BASELINES, RidgeTruth, last_observed
 from immunegym.benchmarks.common import bootstrap_mean, fresh_specs
 from immunegym.ontology import tree_wasserstein
 from immunegym.sim.cohort import HiddenTruth, simulate_cohort
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.parameters import load_parameters
 from immunegym.sim.suite import DEFAULT_SUITE
+from immunegym.world_model.events import interval_dose
 from immunegym.world_model.model import WorldModel
 from immunegym.world_model.timelines import (
     CYCLE_DAYS,
@@ -41,6 +42,7 @@ from immunegym.world_model.timelines import (
     build_timelines,
     concat_timelines,
     split_patients,
+    within_block_prior,
 )
 
 HORIZONS = 6
@@ -92,24 +94,40 @@ def load_cohorts(specs: Sequence = DEFAULT_SUITE, directory: str | Path | None =
 
 @dataclass
 class Origins:
-    """Forecast origins: one row per (patient, biopsy day) with truth at every horizon."""
+    """Forecast origins: one row per (patient, biopsy or scan day) with truth at every horizon.
+
+    ``true_comp`` / ``true_burden`` hold the truth at horizons ``1..H``; ``today_comp`` /
+    ``today_burden`` at the origin day itself. ``observed_comp`` is the origin's own biopsy
+    (NaN rows at scan-only origins). ``n_biopsies`` counts biopsies up to the origin;
+    ``treated`` says whether any therapy is given in the ``H`` cycles ahead.
+    """
 
     rows: np.ndarray  # (N,) patient row in the timelines
     day: np.ndarray  # (N,) origin day
     context: Timelines  # observations up to the origin
     true_comp: np.ndarray  # (N, H, K)
     true_burden: np.ndarray  # (N, H)
+    today_comp: np.ndarray | None = None  # (N, K)
+    today_burden: np.ndarray | None = None  # (N,)
+    is_biopsy: np.ndarray | None = None  # (N,) bool
+    n_biopsies: np.ndarray | None = None  # (N,)
+    treated: np.ndarray | None = None  # (N,) bool
+    lab: np.ndarray | None = None  # (N,) str
 
 
 def make_origins(data: LabeledCohorts, patient_rows: np.ndarray,
-                 horizons: int = HORIZONS) -> Origins:
-    """Every biopsy day of the given patients with the patient alive ``horizons`` cycles on."""
+                 horizons: int = HORIZONS, *, include_scans: bool = True) -> Origins:
+    """Every biopsy (and scan) day of the given patients with the patient alive ``horizons``
+    cycles on."""
     tl = data.timelines
-    rows, days, comps, burdens = [], [], [], []
+    rows, days, comps, burdens, today_c, today_b, biopsy, n_bx = [], [], [], [], [], [], [], []
     for p in patient_rows:
         pid = tl.patient_ids[p]
         truth_c, truth_b = data.truth_composition[pid], data.truth_burden[pid]
-        for i in np.nonzero(tl.comp_observed[p].numpy())[0]:
+        seen = tl.comp_observed[p].numpy()
+        points = seen | (tl.burden_observed[p].numpy() if include_scans else False)
+        points = points & tl.valid[p].numpy()
+        for i in np.nonzero(points)[0]:
             d = int(tl.days[p, i])
             targets = d + CYCLE_DAYS * np.arange(1, horizons + 1)
             if targets[-1] >= len(truth_b) or np.isnan(truth_b[targets]).any():
@@ -118,15 +136,53 @@ def make_origins(data: LabeledCohorts, patient_rows: np.ndarray,
             days.append(d)
             comps.append(truth_c[targets])
             burdens.append(truth_b[targets])
+            today_c.append(truth_c[d])
+            today_b.append(truth_b[d])
+            biopsy.append(bool(seen[i]))
+            n_bx.append(int(seen[:i + 1].sum()))
     rows_a = np.asarray(rows, dtype=np.int64)
-    context = tl.subset(rows_a).truncate(np.asarray(days, dtype=np.float32))
+    day_a = np.asarray(days, dtype=np.float32)
+    context = tl.subset(rows_a).truncate(day_a)
+    edges = torch.as_tensor(day_a)[:, None] + CYCLE_DAYS * torch.tensor([0.0, horizons])
+    given = interval_dose(context.cycle_doses, edges[:, :1], edges[:, 1:])[:, 0]
     return Origins(rows_a, np.asarray(days, float), context, np.stack(comps),
-                   np.stack(burdens))
+                   np.stack(burdens), np.stack(today_c), np.asarray(today_b),
+                   np.asarray(biopsy), np.asarray(n_bx), given.sum(-1).numpy() > 0,
+                   context.patients["lab"].to_numpy(str))
+
+
+def _crps(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Sample CRPS ``E|X - y| - E|X - X'| / 2`` per value; ``samples (S, ...)``."""
+    first = np.abs(samples - truth[None]).mean(0)
+    ordered = np.sort(samples, axis=0)
+    s = len(samples)
+    weights = (2 * np.arange(1, s + 1) - s - 1).reshape(-1, *([1] * truth.ndim))
+    spread = (weights * ordered).sum(0) / (s * s)  # = E|X - X'| / 2
+    return first - spread
+
+
+def _stratum_table(w1_model: np.ndarray, w1_base: np.ndarray, groups: np.ndarray,
+                   labels: np.ndarray, seed: int) -> dict[str, dict[str, object]]:
+    out = {}
+    for label in sorted(set(labels.tolist())):
+        at = labels == label
+        out[str(label)] = {
+            "n_origins": int(at.sum()),
+            "world_model": float(w1_model[at].mean()),
+            "best_baseline": float(w1_base[at].mean()),
+            "difference_ci95": bootstrap_mean(w1_model[at] - w1_base[at], groups[at],
+                                              seed=seed),
+        }
+    return out
 
 
 def evaluate(model: WorldModel, train: Timelines, origins: Origins, *, n_samples: int = 100,
-             seed: int = 0) -> dict[str, object]:
-    """Every metric of the benchmark for the world model and the three baselines."""
+             seed: int = 0, train_truth: LabeledCohorts | None = None) -> dict[str, object]:
+    """Every metric of the benchmark for the world model and the baselines.
+
+    ``train_truth`` (the training patients' hidden truth) adds the privileged
+    ``ridge_truth`` reference.
+    """
     ctx = origins.context
     doses = model.actual_doses(ctx, torch.as_tensor(origins.day, dtype=torch.float32),
                                HORIZONS).numpy()
@@ -146,23 +202,58 @@ def evaluate(model: WorldModel, train: Timelines, origins: Origins, *, n_samples
         start = time.perf_counter()
         forecasts[cls.name] = cls().fit(train).forecast(ctx, doses)
         timings[f"{cls.name}_fit_forecast_s"] = time.perf_counter() - start
+    references: dict[str, np.ndarray] = {}
+    if train_truth is not None:
+        start = time.perf_counter()
+        ridge = RidgeTruth().fit(train, train_truth.truth_composition,
+                                 train_truth.truth_burden, HORIZONS)
+        forecasts[RidgeTruth.name] = ridge.forecast(ctx, doses)
+        timings["ridge_truth_fit_forecast_s"] = time.perf_counter() - start
 
     true_c, true_b = origins.true_comp, origins.true_burden
     w1 = {name: tree_wasserstein(np.clip(c, 0, None) + 1e-12, true_c)
           for name, (c, _) in forecasts.items()}  # (N, H)
     burden_err = {name: np.abs(b - true_b) for name, (_, b) in forecasts.items()}
     groups = origins.rows
+    # Reference points: the truth at the origin held, a biopsy vs the truth on its own day,
+    # and the filter's estimate of today's state vs the truth.
+    if origins.today_comp is not None:
+        held = np.repeat(origins.today_comp[:, None], HORIZONS, 1)
+        references["oracle_persistence"] = tree_wasserstein(held + 1e-12, true_c)
+        today = model.estimate(ctx)
+        references["estimate_today"] = tree_wasserstein(
+            today.composition.cpu().numpy()[:, None] + 1e-12, origins.today_comp[:, None])[:, 0]
+        observed = ctx_biopsy(ctx, model)
+        bx = origins.is_biopsy
+        references["noise_floor"] = tree_wasserstein(
+            observed[bx][:, None] + 1e-12, origins.today_comp[bx][:, None])[:, 0]
+        references["persistence_today"] = tree_wasserstein(
+            forecasts["persistence"][0][:, 0][:, None] + 1e-12,
+            origins.today_comp[:, None])[:, 0]
+    observed_baselines = [b.name for b in BASELINES]
 
     def section(h: int) -> dict[str, object]:
         out = {name: float(v[:, h - 1].mean()) for name, v in w1.items()}
-        baselines = {k: v for k, v in out.items() if k != "world_model"}
+        baselines = {k: out[k] for k in observed_baselines}
         best = min(baselines, key=baselines.get)
+        extra = {}
+        if "oracle_persistence" in references:
+            extra = {"oracle_persistence": float(references["oracle_persistence"][:, h - 1]
+                                                 .mean()),
+                     "noise_floor": float(references["noise_floor"].mean()),
+                     "estimate_today": float(references["estimate_today"].mean())}
+        diffs = {name: bootstrap_mean(w1["world_model"][:, h - 1] - w1[name][:, h - 1],
+                                      groups, seed=seed)
+                 for name in w1 if name != "world_model"}
         return {
             **out,
+            **extra,
             "best_baseline": best,
             "improvement_vs_best_baseline": 1.0 - out["world_model"] / out[best],
-            "ci95": {"world_model": bootstrap_mean(w1["world_model"][:, h - 1], groups, seed=seed),
+            "ci95": {"world_model": bootstrap_mean(w1["world_model"][:, h - 1], groups,
+                                                   seed=seed),
                      best: bootstrap_mean(w1[best][:, h - 1], groups, seed=seed)},
+            "difference_ci95": diffs,
             "log_burden_mae": {name: float(v[:, h - 1].mean())
                                for name, v in burden_err.items()},
         }
@@ -172,31 +263,71 @@ def evaluate(model: WorldModel, train: Timelines, origins: Origins, *, n_samples
     inside_c = (true_c >= lo_c) & (true_c <= hi_c)  # (N, H, K)
     inside_b = (true_b >= lo_b) & (true_b <= hi_b)  # (N, H)
     inside = np.concatenate([inside_c, inside_b[..., None]], axis=-1)
+    crps_c = _crps(comp_samples, true_c).mean(-1)  # (N, H)
+    one, six = section(1), section(HORIZONS)
+    best6 = six["best_baseline"]
+    strata = {
+        "lab": _stratum_table(w1["world_model"][:, -1], w1[best6][:, -1], groups,
+                              origins.lab, seed) if origins.lab is not None else {},
+        "history_biopsies": _stratum_table(
+            w1["world_model"][:, -1], w1[best6][:, -1], groups,
+            np.minimum(origins.n_biopsies, 3).astype(str) if origins.n_biopsies is not None
+            else np.zeros(len(groups), str), seed),
+        "treated": _stratum_table(
+            w1["world_model"][:, -1], w1[best6][:, -1], groups,
+            np.where(origins.treated, "treated", "untreated") if origins.treated is not None
+            else np.zeros(len(groups), str), seed),
+        "origin": _stratum_table(
+            w1["world_model"][:, -1], w1[best6][:, -1], groups,
+            np.where(origins.is_biopsy, "biopsy", "scan") if origins.is_biopsy is not None
+            else np.zeros(len(groups), str), seed),
+    }
     return {
-        "one_step": section(1),
-        "rollout_6": section(HORIZONS),
+        "one_step": one,
+        "rollout_6": six,
         "coverage90": float(inside.mean()),
+        "coverage90_by_horizon": [float(inside[:, h].mean()) for h in range(HORIZONS)],
         "coverage90_detail": {
             "composition": float(inside_c.mean()),
             "burden": float(inside_b.mean()),
             "by_horizon": [float(inside[:, h].mean()) for h in range(HORIZONS)],
         },
+        "interval90_width_by_horizon": {
+            "composition": [float((hi_c - lo_c)[:, h].mean()) for h in range(HORIZONS)],
+            "log_burden": [float((hi_b - lo_b)[:, h].mean()) for h in range(HORIZONS)],
+        },
+        "crps_by_horizon": {
+            "composition": [float(crps_c[:, h].mean()) for h in range(HORIZONS)],
+            "log_burden": [float(v) for v in _crps(burden_samples, true_b).mean(0)],
+        },
         "tree_w1_by_horizon": {name: [float(x) for x in v.mean(0)] for name, v in w1.items()},
+        "strata_rollout_6": {"vs": best6, **strata},
         "n_origins": int(len(groups)),
         "n_patients": int(len(np.unique(groups))),
         "n_samples": n_samples,
         "timings_s": timings,
+        "_w1_world_model_6": w1["world_model"][:, -1].tolist(),
     }
 
 
+def ctx_biopsy(ctx: Timelines, model: WorldModel) -> np.ndarray:
+    """``(N, K)`` each history's last biopsy, coarse blocks split by the model's prior."""
+    prior = model.leaf_prior()
+    if prior is None:
+        prior = torch.as_tensor(within_block_prior(ctx), dtype=torch.float32)
+    comp, _ = last_observed(ctx, prior.numpy())
+    return comp
+
+
 def run_benchmark(model: WorldModel, *, quick: bool = False, suite_dir: str | Path | None = None,
-                  seed: int = 0, progress: Callable[[str], None] | None = None
-                  ) -> dict[str, object]:
+                  seed: int = 0, progress: Callable[[str], None] | None = None,
+                  observation_only: WorldModel | None = None) -> dict[str, object]:
     """The ``immunegym bench world-model`` figures.
 
     The held-out patients are the checkpoint's test split of the default suite (never seen
     in training or early stopping); the full run adds the 14 suite cohorts regenerated with
-    new seeds (all patients unseen).
+    new seeds (all patients unseen). ``observation_only``: a model trained without the
+    privileged state, scored on the same origins under ``"observation_only"``.
     """
     split_info = dict(model.card.get("split", {})) if model.card else {}
     test_fraction = float(split_info.get("test_fraction", 0.15))
@@ -206,24 +337,52 @@ def run_benchmark(model: WorldModel, *, quick: bool = False, suite_dir: str | Pa
     data = load_cohorts(DEFAULT_SUITE, suite_dir, progress)
     split = split_patients(data.timelines.patient_ids, test_fraction=test_fraction,
                            val_fraction=val_fraction, seed=split_seed)
-    train = data.timelines.subset(np.nonzero(split != "test")[0])  # baselines: train + val
+    train_rows = np.nonzero(split != "test")[0]
+    train = data.timelines.subset(train_rows)  # baselines: train + val
+    train_ids = set(train.patient_ids)
+    train_truth = LabeledCohorts(
+        train, {k: v for k, v in data.truth_composition.items() if k in train_ids},
+        {k: v for k, v in data.truth_burden.items() if k in train_ids})
     held_out = [("suite_test_split", data, np.nonzero(split == "test")[0])]
     if not quick:
         fresh = load_cohorts(fresh_specs(), None, progress)
         held_out.append(("fresh_cohorts", fresh, np.arange(len(fresh.timelines))))
     results: dict[str, object] = {}
+    obs_only: dict[str, object] = {}
+    n_samples = 16 if quick else 64
     for name, source, rows in held_out:
         origins = make_origins(source, rows)
-        results[name] = evaluate(model, train, origins, n_samples=16 if quick else 64,
-                                 seed=seed)
+        results[name] = evaluate(model, train, origins, n_samples=n_samples, seed=seed,
+                                 train_truth=train_truth)
+        if observation_only is not None:
+            other = evaluate(observation_only, train, origins, n_samples=n_samples, seed=seed)
+            obs_only[name] = {
+                "one_step": other["one_step"]["world_model"],
+                "rollout_6": other["rollout_6"]["world_model"],
+                "estimate_today": other["rollout_6"].get("estimate_today"),
+                "coverage90_by_horizon": other["coverage90_by_horizon"],
+                "rollout_6_difference_vs_privileged_ci95": bootstrap_mean(
+                    np.asarray(other["_w1_world_model_6"]) -
+                    np.asarray(results[name]["_w1_world_model_6"]), origins.rows, seed=seed),
+            }
+            other.pop("_w1_world_model_6", None)
+    for section in results.values():
+        section.pop("_w1_world_model_6", None)  # type: ignore[union-attr]
     main = results["fresh_cohorts" if not quick else "suite_test_split"]
-    return {
-        **{k: main[k] for k in ("one_step", "rollout_6", "coverage90", "coverage90_detail",
-                                "tree_w1_by_horizon", "n_origins", "n_patients")},
+    out = {
+        **{k: main[k] for k in ("one_step", "rollout_6", "coverage90", "coverage90_by_horizon",
+                                "coverage90_detail", "interval90_width_by_horizon",
+                                "crps_by_horizon", "tree_w1_by_horizon", "strata_rollout_6",
+                                "n_origins", "n_patients")},
         "held_out": results,
         "main_set": "fresh_cohorts" if not quick else "suite_test_split",
         "quick": quick,
         "metric": "tree-Wasserstein W1 on the ontology tree (unit edges) vs ImmuneSim's true "
-                  "composition; log_burden_mae is |log1p SOD_pred - log1p SOD_true| (mm)",
+                  "composition; log_burden_mae is |log1p SOD_pred - log1p SOD_true| (mm); "
+                  "difference_ci95: paired, patient-clustered bootstrap of world_model minus "
+                  "each forecaster",
         "seconds": time.perf_counter() - start,
     }
+    if observation_only is not None:
+        out["observation_only"] = obs_only[out["main_set"]] | {"held_out": obs_only}
+    return out

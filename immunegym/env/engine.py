@@ -74,7 +74,8 @@ class Engine:
     observation_noise
         ``False`` turns biopsy and imaging noise off (debugging).
     world_options
-        Extra :class:`~.world_core.WorldCore` arguments (``cache``, ``chunk_size``, ...).
+        Extra :class:`~.world_core.WorldCore` arguments (``chunk_size``, ``sample``,
+        ``max_sod_mm``).
     """
 
     def __init__(self, simulator: str, scenario: Scenario, n: int, *, model=None,

@@ -120,7 +120,7 @@ class PatientBank:
             them).
         """
         from immunegym.sim.parameters import load_parameters
-        from immunegym.world_model.batching import split_blocks
+        from immunegym.world_model.events import split_blocks
         from immunegym.world_model.timelines import build_timelines
 
         if isinstance(adata, (str, bytes)) or hasattr(adata, "__fspath__"):

@@ -18,11 +18,11 @@ class ImmuneWorldEnv(gym.Env):
     A patient arrives with a baseline biopsy (the composition of the tumor over 20 cell
     types of the unified ontology) and a baseline scan (sum of target-lesion diameters,
     SOD). Every step is one treatment cycle (21 days by default): the agent chooses the
-    therapies and dose levels, the pretrained trajectory-aware Transformer world model
-    predicts the tumor immune microenvironment after the cycle (the mean of one ensemble
-    member's predictive distribution, the member drawn per episode;
-    ``world_options={"sample": True}`` draws from the distribution instead), and the agent
-    sees the next biopsy and scan. ``ImmuneSim-v0`` has the same interface over the
+    therapies and dose levels, the pretrained latent state-space world model carries the
+    tumor immune microenvironment's state through the cycle (the filter reads the baseline
+    biopsy and scan at reset; each step is one ensemble member's mean dynamics, the member
+    drawn per episode; ``world_options={"sample": True}`` samples the process noise
+    instead), and the agent sees the next biopsy and scan. ``ImmuneSim-v0`` has the same interface over the
     mechanistic ground truth.
 
     ## Action space

@@ -42,8 +42,8 @@ class ImmuneWorldVectorEnv(VectorEnv):
     render_mode
         ``"rgb_array"`` or ``"ansi"``: renders env 0.
     scenario, device, model, bank, observation_noise, world_options, **scenario_fields
-        As for the single env; ``world_options`` passes ``cache``, ``cache_budget_bytes``,
-        ``chunk_size`` and ``sample`` to :class:`~.world_core.WorldCore`.
+        As for the single env; ``world_options`` passes ``chunk_size`` and ``sample`` to
+        :class:`~.world_core.WorldCore`.
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4,

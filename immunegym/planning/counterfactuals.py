@@ -370,7 +370,7 @@ def counterfactual(
         regimen list, a regimen that does not parse or lay out in 21-day cycles, or an
         unknown or missing ``patient``.
     """
-    from immunegym.world_model.batching import split_blocks
+    from immunegym.world_model.events import split_blocks
     from immunegym.world_model.timelines import CYCLE_DAYS
 
     n_samples = _positive_int("n_samples", n_samples)

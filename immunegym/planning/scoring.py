@@ -70,8 +70,7 @@ class EngineScorer:
         if n not in self._engines:
             self._engines = {n: Engine(self.simulator, self.scenario, n, model=self.model,
                                        bank=self.bank, device=self.device, seed=self.seed,
-                                       observation_noise=False,
-                                       world_options={"cache": "auto"})}
+                                       observation_noise=False)}
         return self._engines[n]
 
     def __call__(self, patients: np.ndarray, plans: np.ndarray) -> np.ndarray:
