@@ -187,7 +187,7 @@ def test_model_leaf_prior_prefers_the_model_then_the_data_then_an_even_split():
     np.testing.assert_allclose(model_leaf_prior(unfitted), np.full(k, 1.0 / k))
     comp = np.random.default_rng(0).dirichlet(np.ones(k), 3)
     tl = baseline_timelines(comp, None, ["a", "b", "c"], cancer_type="melanoma",
-                            programs=unfitted.config.programs)
+                            programs=())
     np.testing.assert_allclose(model_leaf_prior(unfitted, tl), within_block_prior(tl))
 
 

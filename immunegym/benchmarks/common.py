@@ -486,10 +486,19 @@ class BenchContext:
         return load_training_data(Recipe(suite=source),
                                   lambda name: self.progress(f"suite {name}"))
 
-    @property
+    @cached_property
     def suite_timelines(self):
         """Observed timelines of the default suite (the pretrained model's suite cohorts)."""
         return self.suite_data.timelines
+
+    @property
+    def suite_truth(self):
+        """The suite's hidden truth on the timelines' grid, or None when the timelines were
+        supplied some other way (then they carry no truth that matches them)."""
+        data = self.__dict__.get("suite_data")
+        if data is not None and data.timelines is self.suite_timelines:
+            return data.truth
+        return None
 
     @cached_property
     def suite_split(self) -> np.ndarray:

@@ -622,7 +622,7 @@ def run(ctx: BenchContext, *, held_out_types: Sequence[str] | None = None,
     split_info = dict((ctx.model.card or {}).get("split", {}))
     jobs, split_records = training_jobs(suite, types, settings, seed=ctx.seed,
                                         split=split_info, threads=1 if ctx.ray else None,
-                                        truth=ctx.suite_data.truth)
+                                        truth=ctx.suite_truth)
     ctx.progress(f"transfer: training {len(jobs)} models ({', '.join(j.name for j in jobs)})")
     t0 = time.perf_counter()
     results = {r["name"]: r for r in ctx.map(train_job, jobs)}

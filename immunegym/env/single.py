@@ -22,8 +22,8 @@ class ImmuneWorldEnv(gym.Env):
     tumor immune microenvironment's state through the cycle (the filter reads the baseline
     biopsy and scan at reset; each step is one ensemble member's mean dynamics, the member
     drawn per episode; ``world_options={"sample": True}`` samples the process noise
-    instead), and the agent sees the next biopsy and scan. ``ImmuneSim-v0`` has the same interface over the
-    mechanistic ground truth.
+    instead), and the agent sees the next biopsy and scan. ``ImmuneSim-v0`` has the same
+    interface over the mechanistic ground truth.
 
     ## Action space
     ``Scenario.action_type`` (``gym.make(..., action_type=...)``):

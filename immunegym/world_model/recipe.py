@@ -318,7 +318,7 @@ def run_recipe(
             writer.close()
     scales: tuple[float, ...] = ()
     if recipe.calibrate and truth_val is not None:
-        scales = model.calibrate(val, truth_val)
+        scales = model.calibrate(val, truth_val, horizons=min(6, truth_val.horizons))
     cohorts = tl.patients.groupby("cohort", sort=False)
     model.card = {
         "command": command or "immunegym train --config FILE --out DIR",
