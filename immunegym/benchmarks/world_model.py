@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from immunegym.benchmarks.baselines import BASELINES, RidgeTruth, last_observed
-from immunegym.benchmarks.common import bootstrap_mean, fresh_specs
+from immunegym.benchmarks.common import bootstrap_mean, fresh_specs, model_leaf_prior
 from immunegym.ontology import tree_wasserstein
 from immunegym.sim.cohort import HiddenTruth, simulate_cohort
 from immunegym.sim.outcomes import sum_of_diameters
@@ -42,7 +42,6 @@ from immunegym.world_model.timelines import (
     build_timelines,
     concat_timelines,
     split_patients,
-    within_block_prior,
 )
 
 HORIZONS = 6
@@ -312,10 +311,7 @@ def evaluate(model: WorldModel, train: Timelines, origins: Origins, *, n_samples
 
 def ctx_biopsy(ctx: Timelines, model: WorldModel) -> np.ndarray:
     """``(N, K)`` each history's last biopsy, coarse blocks split by the model's prior."""
-    prior = model.leaf_prior()
-    if prior is None:
-        prior = torch.as_tensor(within_block_prior(ctx), dtype=torch.float32)
-    comp, _ = last_observed(ctx, prior.numpy())
+    comp, _ = last_observed(ctx, model_leaf_prior(model, ctx))
     return comp
 
 

@@ -403,17 +403,8 @@ class WorldModel:
 
         The composition is the state's (no lab bias); ensemble means, members stacked.
         """
-        states = self.filter(tl)
-        lab = self.inputs(tl).lab_index
-        preds = [module.observe(s.z, lab) for module, s in zip(self.members, states,
-                                                                strict=True)]
-        logits = torch.stack([m.composition_logits(s.z)
-                              for m, s in zip(self.members, states, strict=True)])
-        stacked = NextState(logits, *(torch.stack([getattr(p, f) for p in preds])
-                                      for f in ("log_concentration", "burden_mean",
-                                                "burden_log_sigma")))
-        return Prediction(stacked.mean_composition.mean(0), stacked.burden_mean.mean(0),
-                          stacked)
+        return self._state_prediction([s.z for s in self.filter(tl)],
+                                      self.inputs(tl).lab_index)
 
     @torch.no_grad()
     def smooth(self, tl: Timelines) -> Smoothed:
@@ -455,19 +446,19 @@ class WorldModel:
         dose = self._doses(doses, len(tl), None)
         states = self.filter(tl)
         cancer = self.cancer_onehot(tl)
-        lab = self.inputs(tl).lab_index
-        preds = []
-        for module, state in zip(self.members, states, strict=True):
-            z, _, _ = advance(module, state.z, state.c, step, dose, cancer, max_substeps=64)
-            preds.append(module.observe(z, lab))
-        stacked = NextState(*(torch.stack([getattr(p, f) for p in preds])
-                              for f in ("logits", "log_concentration", "burden_mean",
-                                        "burden_log_sigma")))
-        # The state's composition, without the lab's labeling bias.
-        logits = torch.stack([m.composition_logits(advance(m, s.z, s.c, step, dose, cancer,
-                                                           max_substeps=64)[0])
-                              for m, s in zip(self.members, states, strict=True)])
-        stacked = replace(stacked, logits=logits)
+        ahead = [advance(m, s.z, s.c, step, dose, cancer, max_substeps=64)[0]
+                 for m, s in zip(self.members, states, strict=True)]
+        return self._state_prediction(ahead, self.inputs(tl).lab_index)
+
+    def _state_prediction(self, zs: list[torch.Tensor], lab: torch.Tensor) -> Prediction:
+        """Each member's observation model at its state ``zs[m]``, with the logits of the
+        state's own composition (no lab bias); ensemble means, members stacked."""
+        preds = [module.observe(z, lab) for module, z in zip(self.members, zs, strict=True)]
+        logits = torch.stack([m.composition_logits(z)
+                              for m, z in zip(self.members, zs, strict=True)])
+        stacked = NextState(logits, *(torch.stack([getattr(p, f) for p in preds])
+                                      for f in ("log_concentration", "burden_mean",
+                                                "burden_log_sigma")))
         return Prediction(stacked.mean_composition.mean(0), stacked.burden_mean.mean(0),
                           stacked)
 

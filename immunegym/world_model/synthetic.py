@@ -37,6 +37,8 @@ from immunegym.world_model.timelines import (
     STANDARD_CYCLE_DOSE,
     Timelines,
     _blocks,
+    point_arrays,
+    write_biopsy,
 )
 
 __all__ = [
@@ -292,28 +294,16 @@ def _assemble(table: pd.DataFrame, biopsies: list[dict[float, tuple[np.ndarray, 
     points = [sorted(b.keys() | s.keys()) for b, s in zip(biopsies, scans, strict=True)]
     n_p, n_l, n_k = len(points), max(map(len, points)), len(FINE_TYPES)
     n_g = len(DEFAULT_PROGRAMS)
-    days = np.zeros((n_p, n_l), np.float32)
-    valid = np.zeros((n_p, n_l), bool)
-    comp_obs = np.zeros((n_p, n_l), bool)
-    counts = np.zeros((n_p, n_l, n_k), np.float32)
-    block = np.tile(np.arange(n_k), (n_p, n_l, 1))
-    fractions = np.zeros((n_p, n_l, n_k), np.float32)
-    resolved = np.zeros((n_p, n_l, n_k), bool)
-    burden = np.zeros((n_p, n_l), np.float32)
-    burden_obs = np.zeros((n_p, n_l), bool)
+    arrays = point_arrays(n_p, n_l, n_k)
     for i, ds in enumerate(points):
-        days[i, :len(ds)] = ds
-        valid[i, :len(ds)] = True
+        arrays["days"][i, :len(ds)] = ds
+        arrays["valid"][i, :len(ds)] = True
         for j, day in enumerate(ds):
             if day in scans[i]:
-                burden[i, j], burden_obs[i, j] = np.log1p(scans[i][day]), True
+                arrays["burden"][i, j] = np.log1p(scans[i][day])
+                arrays["burden_observed"][i, j] = True
             if day in biopsies[i]:
-                c, b = biopsies[i][day]
-                size = np.bincount(b, minlength=n_k)[b]
-                comp_obs[i, j] = True
-                counts[i, j], block[i, j] = c, b
-                fractions[i, j] = c[b] / c.sum() / size
-                resolved[i, j] = size == 1
+                write_biopsy(arrays, i, j, *biopsies[i][day])
 
     # As _cycle_table writes and _cycle_doses reads uns["therapy_cycles"]: doses summed per
     # 21-day cycle, cycles kept up to the last observation plus one.
@@ -326,12 +316,8 @@ def _assemble(table: pd.DataFrame, biopsies: list[dict[float, tuple[np.ndarray, 
 
     return Timelines(
         table, tuple(DEFAULT_PROGRAMS),
-        days=torch.from_numpy(days), valid=torch.from_numpy(valid),
-        comp_observed=torch.from_numpy(comp_obs), counts=torch.from_numpy(counts),
-        block=torch.from_numpy(block), fractions=torch.from_numpy(fractions),
-        resolved=torch.from_numpy(resolved),
+        **{name: torch.from_numpy(value) for name, value in arrays.items()},
         program_scores=torch.zeros(n_p, n_l, n_k, n_g),
         program_mask=torch.zeros(n_p, n_l, n_k, dtype=torch.bool),
-        burden=torch.from_numpy(burden), burden_observed=torch.from_numpy(burden_obs),
         cycle_doses=torch.from_numpy(doses),
     )

@@ -219,6 +219,32 @@ def _blocks(direct: np.ndarray, nodes: Sequence[str]) -> tuple[np.ndarray, np.nd
     return counts, block
 
 
+def point_arrays(n_p: int, n_l: int, n_k: int) -> dict[str, np.ndarray]:
+    """Empty per-point arrays of ``n_p`` timelines of ``n_l`` points (the fields a biopsy or a
+    scan fills; every block starts as its own leaf)."""
+    return {
+        "days": np.zeros((n_p, n_l), np.float32), "valid": np.zeros((n_p, n_l), bool),
+        "comp_observed": np.zeros((n_p, n_l), bool),
+        "counts": np.zeros((n_p, n_l, n_k), np.float32),
+        "block": np.tile(np.arange(n_k), (n_p, n_l, 1)),
+        "fractions": np.zeros((n_p, n_l, n_k), np.float32),
+        "resolved": np.zeros((n_p, n_l, n_k), bool),
+        "burden": np.zeros((n_p, n_l), np.float32),
+        "burden_observed": np.zeros((n_p, n_l), bool),
+    }
+
+
+def write_biopsy(arrays: dict[str, np.ndarray], i: int, j: int, counts: np.ndarray,
+                 block: np.ndarray) -> None:
+    """Point ``(i, j)`` of :func:`point_arrays` gets a biopsy: block counts (at each block's
+    first leaf), the block of each leaf, a block's mass spread evenly over its leaves."""
+    size = np.bincount(block, minlength=len(block))[block]
+    arrays["comp_observed"][i, j] = True
+    arrays["counts"][i, j], arrays["block"][i, j] = counts, block
+    arrays["fractions"][i, j] = counts[block] / counts.sum() / size
+    arrays["resolved"][i, j] = size == 1
+
+
 def _cycle_doses(adata: ad.AnnData, patients: list[str], dist: SampleDistributions,
                  n_cycles: int) -> np.ndarray:
     """``(P, C, R)`` per-cycle dose intensities from ``uns["therapy_cycles"]``.
@@ -325,17 +351,12 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
     last_day = max(d[-1] for d in points)
     n_cycles = int((horizon_days if horizon_days is not None else last_day) // CYCLE_DAYS) + 2
 
-    days_a = np.zeros((n_p, n_l), np.float32)
-    valid = np.zeros((n_p, n_l), bool)
-    comp_obs = np.zeros((n_p, n_l), bool)
-    counts = np.zeros((n_p, n_l, n_k), np.float32)
-    block = np.tile(np.arange(n_k), (n_p, n_l, 1))
-    fractions = np.zeros((n_p, n_l, n_k), np.float32)
-    resolved = np.zeros((n_p, n_l, n_k), bool)
+    arrays = point_arrays(n_p, n_l, n_k)
+    days_a, valid = arrays["days"], arrays["valid"]
+    resolved, burden, burden_obs = (arrays["resolved"], arrays["burden"],
+                                    arrays["burden_observed"])
     prog = np.zeros((n_p, n_l, n_k, n_g), np.float32)
     prog_mask = np.zeros((n_p, n_l, n_k), bool)
-    burden = np.zeros((n_p, n_l), np.float32)
-    burden_obs = np.zeros((n_p, n_l), bool)
 
     slot = {(p, d): (i, j) for i, (p, ds) in enumerate(zip(patients, points, strict=True))
             for j, d in enumerate(ds)}
@@ -350,13 +371,7 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
     for s, (patient, day) in enumerate(zip(samples["patient"].astype(str),
                                            samples["time"].astype(float), strict=True)):
         i, j = slot[(patient, day)]
-        c, b = _blocks(dist.counts[s], dist.nodes)
-        total = c.sum()
-        comp_obs[i, j] = True
-        counts[i, j], block[i, j] = c, b
-        size = np.bincount(b, minlength=n_k)[b]
-        fractions[i, j] = c[b] / total / size
-        resolved[i, j] = size == 1
+        write_biopsy(arrays, i, j, *_blocks(dist.counts[s], dist.nodes))
         if dist.program_scores is not None:
             scores = dist.program_scores[s][node_index]  # (K, G)
             ok = np.isfinite(scores).all(1) & resolved[i, j]
@@ -380,12 +395,8 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
     table["response"] = [float(response.get(p, np.nan)) for p in patients]
     return Timelines(
         table, tuple(dist.programs),
-        days=torch.from_numpy(days_a), valid=torch.from_numpy(valid),
-        comp_observed=torch.from_numpy(comp_obs), counts=torch.from_numpy(counts),
-        block=torch.from_numpy(block), fractions=torch.from_numpy(fractions),
-        resolved=torch.from_numpy(resolved), program_scores=torch.from_numpy(prog),
-        program_mask=torch.from_numpy(prog_mask), burden=torch.from_numpy(burden),
-        burden_observed=torch.from_numpy(burden_obs),
+        **{name: torch.from_numpy(value) for name, value in arrays.items()},
+        program_scores=torch.from_numpy(prog), program_mask=torch.from_numpy(prog_mask),
         cycle_doses=torch.from_numpy(_cycle_doses(adata, patients, dist, n_cycles)),
     )
 
