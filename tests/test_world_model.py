@@ -422,6 +422,10 @@ def test_recipe_validation(tmp_path):
     bad.write_text("[data]\nn_patients = -5\n")
     with pytest.raises(ValueError, match="data.n_patients: expected an integer >= 0"):
         Recipe.load(bad)
+    for value in ("1.5", "-0.1", "true", "\"half\""):
+        bad.write_text(f"[data]\nrandomized_fraction = {value}\n")
+        with pytest.raises(ValueError, match="data.randomized_fraction: expected a number in"):
+            Recipe.load(bad)
     bad.write_text("[model]\nd_hidden = \"big\"\n")
     with pytest.raises(ValueError, match="model.d_hidden: expected an integer"):
         Recipe.load(bad)
@@ -484,3 +488,21 @@ def test_recipe_data_synthetic_patients_never_reach_the_test_split():
     assert record["n_test"] == 0 and len(train) + len(val) == 28
     again = load_training_data(recipe, horizons=2)
     assert torch.equal(again.timelines.counts, data.timelines.counts), "seeded, reproducible"
+
+
+def test_randomized_twin_cohorts_cover_every_regimen_in_every_design():
+    from immunegym.sim.suite import DEFAULT_SUITE
+    from immunegym.world_model.recipe import RANDOMIZED_REGIMENS, synthetic_specs
+
+    plain = synthetic_specs(140, 0)
+    assert [s.regimens for s in plain] == [s.regimens for s in DEFAULT_SUITE]
+    mixed = synthetic_specs(140, 0, randomized_fraction=0.5)
+    assert sum(s.n_patients for s in mixed) == 140 and len(mixed) == 2 * len(DEFAULT_SUITE)
+    twins = [s for s in mixed if s.regimens == RANDOMIZED_REGIMENS]
+    assert {(s.cancer_type, s.lab) for s in twins} == {
+        (s.cancer_type, s.lab) for s in DEFAULT_SUITE}, "every design gets a randomized twin"
+    assert len({s.seed for s in mixed}) == len(mixed), "every cohort has its own seed"
+    assert {s.seed for s in plain} <= {s.seed for s in mixed}, "the observational part is kept"
+    assert "anti_ctla4" in RANDOMIZED_REGIMENS and "anti_pd1+anti_ctla4" in RANDOMIZED_REGIMENS
+    only = synthetic_specs(28, 1, randomized_fraction=1.0)
+    assert all(s.regimens == RANDOMIZED_REGIMENS for s in only)

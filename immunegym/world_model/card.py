@@ -46,7 +46,11 @@ def render_card(model, card: dict[str, object]) -> str:
         "therapies). With privileged training the simulator's hidden daily state (true "
         "log cell counts and sum of diameters) supervises the latent state and the model's "
         "own 8-cycle rollouts; the observation likelihood stays in the loss, so the model "
-        "can be fine-tuned on a user's cohort from observations alone.",
+        "can be fine-tuned on a user's cohort from observations alone. A "
+        "`randomized_fraction` share of each design's synthetic patients (the `_rand` "
+        "cohorts) is randomized over untreated, every therapy alone and every pair, so each "
+        "drug's effect is seen in every cancer type and lab and not only where the suite's "
+        "observational designs give it.",
         "",
         "```json",
         json.dumps(data, indent=2),
@@ -63,7 +67,12 @@ def render_card(model, card: dict[str, object]) -> str:
         "## Limits",
         "- Trained on simulated cohorts of the default suite's designs (9 cancer types, 5 "
         "therapies); dynamics outside them (other drugs, schedules far from the standard "
-        "ones, horizons beyond the one-year follow-up) are extrapolation.",
+        "ones, more than two drugs at once, horizons beyond the one-year follow-up) are "
+        "extrapolation.",
+        "- Which regimen is best for one patient hinges on hidden patient parameters (the "
+        "tumor's escape route, drug sensitivities) that a baseline biopsy barely shows; the "
+        "model knows each drug's average effect and part of who benefits, not the rest "
+        "(BENCHMARKS.md, counterfactual fidelity).",
         "- Privileged training: the latent state is ImmuneSim's log cell counts by "
         "construction. On real data only the observation likelihood can be used "
         "(`WorldModel.fit(adata)`, `privileged = false`); how well the simulator-shaped "

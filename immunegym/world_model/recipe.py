@@ -40,6 +40,22 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "default.toml"
 _SECTIONS = {"data", "split", "model", "train"}
 SYNTHETIC_SEED_OFFSET = 50_000
 """Seeds of the extra synthetic cohorts start here (the fresh benchmark cohorts use +1000)."""
+RANDOMIZED_SEED_OFFSET = 500
+"""Added to a design's synthetic seed for its randomized-arm twin (suite seeds are < 500)."""
+
+RANDOMIZED_REGIMENS: tuple[str, ...] = (
+    "none", "anti_pd1", "anti_ctla4", "chemo", "radio", "targeted",
+    "anti_pd1+anti_ctla4", "anti_pd1+chemo", "anti_pd1+radio", "anti_pd1+targeted",
+    "anti_ctla4+chemo", "anti_ctla4+radio", "anti_ctla4+targeted", "chemo+radio",
+    "chemo+targeted", "radio+targeted")
+"""Arms of the randomized synthetic cohorts: untreated, every therapy alone and every pair.
+
+The suite's designs are observational: anti-CTLA-4 is given only in melanoma and only by
+one lab, chemotherapy only in three cancer types, so drug effect and patient are
+confounded and most (cancer type, regimen) pairs never occur. Randomizing a share of the
+synthetic patients over this menu, within every design's cancer type and lab, is the
+simulated trial that makes each drug's effect identifiable everywhere (what a
+counterfactual query needs)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,7 @@ class Recipe:
     n_patients: int = 0
     data_seed: int = 0
     counts_only: bool = True
+    randomized_fraction: float = 0.0
     split_seed: int = 0
     test_fraction: float = 0.15
     val_fraction: float = 0.15
@@ -81,7 +98,8 @@ class Recipe:
             raise ValueError(f"config: unknown sections {unknown}; expected {sorted(_SECTIONS)}")
         data, split = dict(raw.get("data", {})), dict(raw.get("split", {}))
         model, train = dict(raw.get("model", {})), dict(raw.get("train", {}))
-        _only(data, {"suite", "n_patients", "seed", "counts_only"}, "data")
+        _only(data, {"suite", "n_patients", "seed", "counts_only", "randomized_fraction"},
+              "data")
         _only(split, {"seed", "test_fraction", "val_fraction", "leave_out_cancer"}, "split")
         module_keys = {f.name for f in fields(LatentConfig)} - {
             "n_types", "n_therapies", "n_labs", "n_cancer_types"}
@@ -99,8 +117,13 @@ class Recipe:
         if suite == "none" and n_patients < 1:
             raise ValueError(f"data.n_patients: expected >= 1 when data.suite is 'none', got "
                              f"{n_patients}")
+        randomized = data.get("randomized_fraction", 0.0)
+        if isinstance(randomized, bool) or not isinstance(randomized, (int, float)) or not (
+                0.0 <= randomized <= 1.0):
+            raise ValueError(f"data.randomized_fraction: expected a number in [0, 1], got "
+                             f"{randomized!r}")
         return cls(
-            suite=suite, n_patients=n_patients,
+            suite=suite, n_patients=n_patients, randomized_fraction=float(randomized),
             data_seed=_integer(data.get("seed", 0), "data.seed", 0),
             counts_only=_boolean(data.get("counts_only", True), "data.counts_only"),
             split_seed=_integer(split.get("seed", 0), "split.seed", 0),
@@ -140,14 +163,28 @@ class TrainingData:
     synthetic: np.ndarray  # (P,) bool: an extra counts-only patient (never in the test split)
 
 
-def synthetic_specs(n_patients: int, seed: int) -> list:
-    """The default suite's designs with new seeds, ``n_patients`` spread over them."""
+def synthetic_specs(n_patients: int, seed: int, randomized_fraction: float = 0.0) -> list:
+    """The default suite's designs with new seeds, ``n_patients`` spread over them.
+
+    A ``randomized_fraction`` share of each design's patients form a twin cohort (same
+    cancer type, lab and follow-up, its own seed) randomized over
+    :data:`RANDOMIZED_REGIMENS` instead of the design's own arms.
+    """
     from immunegym.sim.suite import DEFAULT_SUITE
 
     per = math.ceil(n_patients / len(DEFAULT_SUITE))
-    return [replace(spec, name=f"{spec.name}_syn{seed}", n_patients=per,
-                    seed=SYNTHETIC_SEED_OFFSET + 1000 * seed + spec.seed)
-            for spec in DEFAULT_SUITE]
+    n_random = int(round(per * randomized_fraction))
+    specs = []
+    for spec in DEFAULT_SUITE:
+        base = SYNTHETIC_SEED_OFFSET + 1000 * seed + spec.seed
+        if per - n_random:
+            specs.append(replace(spec, name=f"{spec.name}_syn{seed}", n_patients=per - n_random,
+                                 seed=base))
+        if n_random:
+            specs.append(replace(spec, name=f"{spec.name}_rand{seed}", n_patients=n_random,
+                                 regimens=RANDOMIZED_REGIMENS,
+                                 seed=base + RANDOMIZED_SEED_OFFSET))
+    return specs
 
 
 def load_training_data(recipe: Recipe, progress: Callable[[str], None] | None = None,
@@ -192,7 +229,8 @@ def load_training_data(recipe: Recipe, progress: Callable[[str], None] | None = 
                     truth = grid_truth(hidden, tl, horizons)
             add(tl, truth, False, name)
     if recipe.n_patients:
-        for spec in synthetic_specs(recipe.n_patients, recipe.data_seed):
+        for spec in synthetic_specs(recipe.n_patients, recipe.data_seed,
+                                    recipe.randomized_fraction):
             if recipe.counts_only:
                 cohort = simulate_counts_cohort(spec, horizons=horizons)
                 add(cohort.timelines, cohort.truth, True, spec.name)
@@ -326,6 +364,7 @@ def run_recipe(
         "data": {"suite": recipe.suite, "n_patients": len(tl),
                  "synthetic_patients": int(data.synthetic.sum()),
                  "counts_only": recipe.counts_only, "seed": recipe.data_seed,
+                 "randomized_fraction": recipe.randomized_fraction,
                  "privileged": model.config.privileged,
                  "cohorts": {str(k): {"cancer_type": str(g["cancer_type"].iloc[0]),
                                       "lab": str(g["lab"].iloc[0]), "n": len(g)}
