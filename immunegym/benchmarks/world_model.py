@@ -35,7 +35,7 @@ from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.parameters import load_parameters
 from immunegym.sim.suite import DEFAULT_SUITE
 from immunegym.world_model.events import interval_dose
-from immunegym.world_model.model import WorldModel
+from immunegym.world_model.model import INTERVAL_SAMPLES, WorldModel
 from immunegym.world_model.timelines import (
     CYCLE_DAYS,
     Timelines,
@@ -345,7 +345,8 @@ def run_benchmark(model: WorldModel, *, quick: bool = False, suite_dir: str | Pa
         held_out.append(("fresh_cohorts", fresh, np.arange(len(fresh.timelines))))
     results: dict[str, object] = {}
     obs_only: dict[str, object] = {}
-    n_samples = 16 if quick else 64
+    # The paths the conformal scales were fitted for: fewer paths give narrower intervals.
+    n_samples = INTERVAL_SAMPLES
     for name, source, rows in held_out:
         origins = make_origins(source, rows)
         results[name] = evaluate(model, train, origins, n_samples=n_samples, seed=seed,
