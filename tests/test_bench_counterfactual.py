@@ -182,6 +182,13 @@ def test_section_has_the_contract_keys_with_intervals(section):
         float(np.mean(n_best / len(cf.REGIMENS))))
     assert section["spearman"]["no_effect"] == 0.0
     assert set(section["effect_mae"]) == set(cf.REGIMENS[1:])
+    # Mean effects: recomputed from the per-patient outcomes; no_effect predicts none.
+    mean_effect = section["mean_effect"]
+    assert set(mean_effect) == set(cf.REGIMENS[1:])
+    g = cf.REGIMENS.index("anti_pd1")
+    expected = float((true[:, g] - true[:, 0]).mean())
+    assert mean_effect["anti_pd1"]["truth"] == pytest.approx(expected)
+    assert all(block["no_effect"] == 0.0 for block in mean_effect.values())
     json.dumps(jsonable(section), allow_nan=False)
 
 

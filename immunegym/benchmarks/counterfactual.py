@@ -79,6 +79,8 @@ Metrics
       the Spearman correlation across patients of the world model's predicted and true
       effects (does it know *which* patients benefit; the baselines give everyone the same
       effect);
+    * ``mean_effect``: per regimen, the mean over patients of the true and of each
+      method's predicted treatment effect (is the average effect of the right size);
     * ``true_best_regimen_counts`` and ``predicted_best_regimen_counts`` (expected picks
       under tie-breaking), ``true_outcomes_by_regimen`` (mean outcome, response and death
       rates), the additive fit, and per-patient values under ``patients`` (for the plots).
@@ -440,6 +442,23 @@ def effect_metrics(predictions: dict[str, np.ndarray], truth: np.ndarray,
     return {"effect_mae": mae, "effect_spearman": rank}
 
 
+def mean_effects(predictions: dict[str, np.ndarray], truth: np.ndarray,
+                 regimens: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean treatment effect over patients (outcome minus the outcome under ``none``).
+
+    ``{regimen: {"truth": ..., method: ...}}``: is each drug's average effect of the right
+    size (a confounded training set gets the size wrong before it gets the ranking
+    wrong). Empty when ``none`` is not among ``regimens``.
+    """
+    sets = [frozenset(parse_regimen(r).therapies) for r in regimens]
+    if frozenset() not in sets:
+        return {}
+    ref = sets.index(frozenset())
+    return {r: {"truth": float((truth[:, g] - truth[:, ref]).mean()),
+                **{k: float((p[:, g] - p[:, ref]).mean()) for k, p in predictions.items()}}
+            for g, r in enumerate(regimens) if g != ref}
+
+
 # --------------------------------------------------------------------------- protocol
 @dataclass
 class Eligible:
@@ -579,6 +598,7 @@ def evaluate(model, cohorts: Sequence[HeldOutCohort], timelines: Timelines, trai
             for g, r in enumerate(regimens)},
     }
     section.update(effect_metrics(predictions, truth["log_sod"], regimens, **boot))
+    section["mean_effect"] = mean_effects(predictions, truth["log_sod"], regimens)
     true_best = truth["log_sod"] <= truth["log_sod"].min(1, keepdims=True) + TIE_TOLERANCE
     section["true_best_regimen_counts"] = {
         **{r: int(true_best[:, g].sum()) for g, r in enumerate(regimens)},
@@ -702,6 +722,13 @@ def report(section: dict[str, Any], out: Path) -> str:
             rank = section["effect_spearman"][r]
             lines.append(f"| {r} | " + " | ".join(_ci(block, m) for m in shown)
                          + f" | {_ci(rank, 'world_model')} |")
+    if section.get("mean_effect"):
+        shown = ["truth"] + methods
+        lines += ["", "Mean treatment effect vs `none` over patients (log1p mm; negative: "
+                      "smaller tumors).", "", "| Regimen | " + " | ".join(shown) + " |",
+                  "|---|" + "---|" * len(shown)]
+        for r, block in section["mean_effect"].items():
+            lines.append(f"| {r} | " + " | ".join(_fmt(block.get(m)) for m in shown) + " |")
     ties = section["true_best_regimen_counts"].get("patients_with_tied_best", 0)
     if ties:
         lines += ["", f"{ties} patients have tied best regimens (counted for each)."]
