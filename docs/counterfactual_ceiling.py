@@ -16,7 +16,8 @@ replicates 1-8 and scored against replicates 9-16 (independent truth) and all 16
 * the replicates themselves: the best of replicates 1-8 (what a perfect model of the
   expected outcome scores, up to the noise of its own 8 replicates).
 
-Run: .venv/bin/python docs/counterfactual_ceiling.py   (its ImmuneSim branches take ~2 min on 2 CPU cores)
+Run: .venv/bin/python docs/counterfactual_ceiling.py
+(its ImmuneSim branches take about 2 min on 2 CPU cores)
 """
 
 from dataclasses import fields, replace
