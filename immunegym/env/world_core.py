@@ -147,10 +147,10 @@ class WorldCore:
                 z, c, _ = module.step(self.z[idx], self.c[idx], self.tau[idx], dose[idx],
                                       self.cancer[idx],
                                       noise=None if noise is None else noise[idx])
-                b = module.burden(z)
+                b = module.sod_readout(z)
                 if bool((b > self.max_burden).any()):
                     z = _cap_tumor(module, z, b, self.max_burden)
-                    b = module.burden(z).clamp(max=self.max_burden)
+                    b = module.sod_readout(z).clamp(max=self.max_burden)
                 self.z[idx], self.c[idx] = z, c
                 comp[idx] = torch.softmax(module.composition_logits(z), -1)
                 burden[idx] = b.clamp(0.0, self.max_burden)

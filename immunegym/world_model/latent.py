@@ -224,6 +224,12 @@ class LatentWorldModule(nn.Module):
         """``(...)`` ``log1p`` sum of diameters (mm) of a state."""
         return self.burden_head(z).squeeze(-1)
 
+    def sod_readout(self, z: torch.Tensor) -> torch.Tensor:
+        """``(...)`` ``log1p`` sum of diameters a user sees: :meth:`burden` floored at 0 (a sum
+        of diameters is never negative; the linear head can dip below 0 for a regressed
+        tumor, and training keeps its gradient there)."""
+        return self.burden(z).clamp_min(0.0)
+
     def composition_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Log abundance: its softmax is the state's composition."""
         # log(expm1(y)) = y + log(1 - exp(-y)): no overflow for large y.

@@ -423,7 +423,7 @@ class WorldModel:
         for module in self.members:
             state = module.smooth(x)
             comps.append(torch.softmax(module.composition_logits(state.z), -1))
-            burdens.append(module.burden(state.z))
+            burdens.append(module.sod_readout(state.z))
         valid = tl.valid.to(self.device)
         comp = torch.stack(comps).mean(0) * valid.unsqueeze(-1)
         return Smoothed(comp, torch.stack(burdens).mean(0) * valid)
@@ -562,7 +562,7 @@ class WorldModel:
             else:
                 out = z_mean
             comps.append(torch.softmax(module.composition_logits(out), -1))
-            burdens.append(module.burden(out))
+            burdens.append(module.sod_readout(out))
         comp = torch.stack(comps, 1).reshape(n_rep, n_p, n_steps, -1)
         return comp, torch.stack(burdens, 1).reshape(n_rep, n_p, n_steps)
 
