@@ -34,6 +34,7 @@ def render_card(model, card: dict[str, object]) -> str:
                                                            f"{c.d_dynamics}",
             "cancer type as input": bool(model.config.cancer_types),
             "labs with a learned labeling bias": ", ".join(model.config.labs) or "none",
+            "lab biases anchored (read as deviations from their mean)": c.anchor_lab_bias,
             "privileged training (hidden state supervises the latent)":
                 model.config.privileged,
             "conformal scale by horizon": ", ".join(

@@ -66,6 +66,11 @@ class LatentConfig:
         Size of the context ``c``.
     d_dynamics
         Width of the dynamics network.
+    anchor_lab_bias
+        Read the labs' labeling biases as deviations from their mean over the known labs.
+        Without privileged truth, the state's composition and the labs' biases are only
+        identified up to a shared per-type offset; anchoring makes the state the average
+        lab's view. The privileged default leaves the biases free (the truth anchors them).
     """
 
     n_types: int = 20
@@ -75,6 +80,7 @@ class LatentConfig:
     d_hidden: int = 96
     d_context: int = 16
     d_dynamics: int = 128
+    anchor_lab_bias: bool = False
 
     @property
     def n_pairs(self) -> int:
@@ -233,8 +239,13 @@ class LatentWorldModule(nn.Module):
     def composition_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Log abundance: its softmax is the state's composition."""
         # log(expm1(y)) = y + log(1 - exp(-y)): no overflow for large y.
-        y = self.log_cells(z).clamp_min(1e-4)
-        return y + torch.log(-torch.expm1(-y))
+        y = self.log_cells(z)
+        floor = y.clamp_min(1e-4)
+        logits = floor + torch.log(-torch.expm1(-floor))
+        # Below the floor the value is held but the gradient passes (slope 1): a type pushed
+        # under it with no truth to pull it back (observation-only training) would
+        # otherwise have no gradient and stay at zero share for good.
+        return torch.where(y < 1e-4, logits + (y - y.detach()), logits)
 
     # ------------------------------------------------------------------ inference
     def _embed(self, x: EventInputs) -> torch.Tensor:
@@ -320,7 +331,11 @@ class LatentWorldModule(nn.Module):
     # ------------------------------------------------------------------ observations
     def observe(self, z: torch.Tensor, lab_index: torch.Tensor) -> NextState:
         """Predictive distribution of a biopsy by lab ``lab_index`` and of a scan."""
-        bias = self.lab_bias[lab_index]
+        table = self.lab_bias
+        if self.config.anchor_lab_bias:
+            known = table[:self.config.n_labs]
+            table = torch.cat([known - known.mean(0, keepdim=True), table[self.config.n_labs:]])
+        bias = table[lab_index]
         while bias.dim() < z.dim():
             bias = bias.unsqueeze(-2)
         log_k = self.log_concentration[lab_index].clamp(MIN_LOG_CONCENTRATION,
@@ -343,8 +358,11 @@ def dirichlet_multinomial_nll(pred: NextState, counts: torch.Tensor,
     the multinomial coefficient (constant in the parameters).
     """
     alpha = pred.alpha
-    # A floor: a block whose expected share underflows to 0 would give lgamma(0) = inf.
-    alpha_block = torch.zeros_like(alpha).scatter_add_(-1, block, alpha).clamp_min(1e-8)
+    # A floor: a block whose expected share underflows to 0 would give lgamma(0) = inf. It
+    # sits far below any share a state makes: a floor at 1e-8 held a block the state had
+    # pushed under it there with no gradient (lgamma(n + a) - lgamma(a) pulls a block seen
+    # with n cells up by about one nat per log unit, however small a is).
+    alpha_block = torch.zeros_like(alpha).scatter_add_(-1, block, alpha).clamp_min(1e-30)
     present = block == torch.arange(block.shape[-1], device=block.device)
     a_sum = alpha.sum(-1)
     n = counts.sum(-1)

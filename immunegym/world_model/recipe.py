@@ -104,9 +104,12 @@ class Recipe:
         module_keys = {f.name for f in fields(LatentConfig)} - {
             "n_types", "n_therapies", "n_labs", "n_cancer_types"}
         _only(model, module_keys | {"n_members", "use_cancer_type", "calibrate"}, "model")
+        switches = {f.name for f in fields(LatentConfig) if f.type in (bool, "bool")}
         for key in module_keys & set(model):
             value = model[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if key in switches:
+                model[key] = _boolean(value, f"model.{key}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.{key}: expected an integer >= 1, got {value!r}")
         seed = _integer(train.pop("seed", 0), "train.seed", 0)
         n_members = _integer(model.pop("n_members", 3), "model.n_members", 1)
