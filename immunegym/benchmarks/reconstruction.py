@@ -655,17 +655,19 @@ def report(section: dict[str, Any], out: Path) -> str:
         "",
         "How well is a tumor's composition known between biopsies? On held-out patients "
         f"({config.get('n_patients', '?')} in {config.get('n_cohorts', '?')} fresh cohorts), "
-        "each interior biopsy is left out in turn and reconstructed by the world model "
-        "(forward from every observation before it, under the therapy actually given), by "
-        "linear interpolation of the neighbouring biopsies in centered log-ratio space, and "
-        "by the nearest biopsy; carrying the last biopsy forward is the baseline that sees "
-        "what the world model sees (minus scans and therapy). The dense task reconstructs "
+        "each interior biopsy is left out in turn and reconstructed by the world model's "
+        "smoother (the patient's whole record with that biopsy hidden: every other biopsy "
+        "and scan, before and after, and the therapy given), by its filter alone (every "
+        "observation before the day, carried forward under the therapy given), by linear "
+        "interpolation of the neighbouring biopsies in centered log-ratio space, and by the "
+        "nearest biopsy; carrying the last biopsy forward is the baseline that sees what the "
+        "filter sees (minus scans and therapy). The dense task reconstructs "
         + ("every day" if every == 1 else f"one day in {every}")
         + " between a patient's first and last biopsy the same way. Error is tree-Wasserstein "
         "W1 on the cell ontology against ImmuneSim's true composition (lower is better); "
         "*observed biopsy* is the left-out sample's own error, the floor set by sampling and "
-        "labeling. The world model sees only the past; interpolation and nearest also see the next "
-        "biopsy. 95% bootstrap intervals over patients.",
+        "labeling. The smoother, interpolation and nearest see the next biopsy; the filter and "
+        "the last biopsy only the past. 95% bootstrap intervals over patients.",
         "",
         "| method | leave one biopsy out | dense daily |",
         "|---|---|---|",
