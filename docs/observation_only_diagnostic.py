@@ -37,8 +37,7 @@ from immunegym.ontology import FINE_TYPES, tree_wasserstein
 from immunegym.sim.suite import DEFAULT_SUITE
 from immunegym.world_model import load
 from immunegym.world_model.fitting import _observation_nll, training_tensors
-
-FLOOR = 1e-4  # LatentWorldModule.composition_logits' floor on log1p cells
+from immunegym.world_model.latent import MIN_LOG_CELLS
 
 
 def main(paths: list[str]) -> None:
@@ -61,7 +60,7 @@ def main(paths: list[str]) -> None:
                 state = filt.index(rows, last)
                 comp = torch.softmax(module.composition_logits(state.z), -1).numpy()
                 view = torch.softmax(module.observe(state.z, x.lab_index).logits, -1).numpy()
-                at_floor = (module.log_cells(state.z) < FLOOR).float().mean(0).numpy()
+                at_floor = (module.log_cells(state.z) < MIN_LOG_CELLS).float().mean(0).numpy()
                 lab = x.lab_index.unsqueeze(1).expand(tl.valid.shape)
                 nll = _observation_nll(module, filt.z, lab, tensors,
                                        tensors.comp_observed.float(),

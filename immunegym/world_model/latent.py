@@ -44,6 +44,9 @@ MAX_DRIFT = 3.0
 Z_LIMIT = 25.0
 """Bound of the standardized state along a rollout (keeps a runaway path finite)."""
 
+MIN_LOG_CELLS = 1e-4
+"""Floor of a type's log1p cell count in the composition logits (no log of zero cells)."""
+
 MIN_LOG_SIGMA, MAX_LOG_SIGMA = math.log(1e-3), math.log(5.0)
 MIN_LOG_CONCENTRATION, MAX_LOG_CONCENTRATION = math.log(2.0), math.log(1e5)
 
@@ -240,12 +243,12 @@ class LatentWorldModule(nn.Module):
         """Log abundance: its softmax is the state's composition."""
         # log(expm1(y)) = y + log(1 - exp(-y)): no overflow for large y.
         y = self.log_cells(z)
-        floor = y.clamp_min(1e-4)
+        floor = y.clamp_min(MIN_LOG_CELLS)
         logits = floor + torch.log(-torch.expm1(-floor))
         # Below the floor the value is held but the gradient passes (slope 1): a type pushed
         # under it with no truth to pull it back (observation-only training) would
         # otherwise have no gradient and stay at zero share for good.
-        return torch.where(y < 1e-4, logits + (y - y.detach()), logits)
+        return torch.where(y < MIN_LOG_CELLS, logits + (y - y.detach()), logits)
 
     # ------------------------------------------------------------------ inference
     def _embed(self, x: EventInputs) -> torch.Tensor:
