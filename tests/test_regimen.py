@@ -119,7 +119,7 @@ def test_from_cycle_doses_merges_repeats() -> None:
 @pytest.mark.parametrize("text, needle", [
     ("anti_pd2", "'anti_pd2'"),
     ("anti_pd1+anti_pd1", "twice"),
-    ("Anti_PD1", "not a therapy"),
+    ("Anti_PD2", "not a therapy"),  # case is ignored ("Anti_PD1" is anti_pd1): one grammar
     ("none+anti_pd1", "not a therapy"),
     ("anti_pd1 -> chemo", "only the last phase"),
     ("anti_pd1 q3w q6w", "'q6w'"),

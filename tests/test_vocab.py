@@ -25,7 +25,8 @@ def test_parse_regimen(text, expected):
 
 
 def test_unknown_therapy_message_names_field_and_value():
-    with pytest.raises(ValueError, match=r"therapy: value 'anti_pd1\+magic'.*'magic'"):
+    with pytest.raises(ValueError,
+                       match=r"therapy: got 'anti_pd1\+magic'.*'magic' is not a therapy"):
         parse_regimen("anti_pd1+magic")
 
 

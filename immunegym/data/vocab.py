@@ -1,7 +1,8 @@
 """Controlled vocabularies of the data layer: therapies and response labels.
 
 Therapy ids are shared with ImmuneSim and the environments; lab spellings ("PD1",
-"nivolumab", "Combo") are normalized here so trajectories carry one vocabulary.
+"nivolumab", "Combo") are normalized by the package's one regimen grammar
+(:mod:`immunegym.regimen_grammar`, re-exported here) so trajectories carry one vocabulary.
 """
 
 from __future__ import annotations
@@ -9,34 +10,30 @@ from __future__ import annotations
 import math
 import re
 
-THERAPIES: tuple[str, ...] = ("anti_pd1", "anti_ctla4", "chemo", "radio", "targeted")
-"""Therapy ids, in the order of the multi-hot therapy vectors."""
-
-NO_THERAPY = "none"
-
-_THERAPY_ALIASES: dict[str, tuple[str, ...]] = {
-    "pd1": ("anti_pd1",), "antipd1": ("anti_pd1",), "pdl1": ("anti_pd1",),
-    "antipdl1": ("anti_pd1",), "pembrolizumab": ("anti_pd1",), "nivolumab": ("anti_pd1",),
-    "atezolizumab": ("anti_pd1",), "durvalumab": ("anti_pd1",), "cemiplimab": ("anti_pd1",),
-    "ctla4": ("anti_ctla4",), "antictla4": ("anti_ctla4",),
-    "ipilimumab": ("anti_ctla4",), "tremelimumab": ("anti_ctla4",),
-    "combo": ("anti_pd1", "anti_ctla4"), "pd1ctla4": ("anti_pd1", "anti_ctla4"),
-    "chemo": ("chemo",), "chemotherapy": ("chemo",),
-    "radio": ("radio",), "radiotherapy": ("radio",), "radiation": ("radio",), "rt": ("radio",),
-    "targeted": ("targeted",), "braf": ("targeted",), "mek": ("targeted",),
-    "brafi": ("targeted",), "tki": ("targeted",),
-    "none": (), "untreated": (), "naive": (),
-}
+from immunegym.regimen_grammar import (  # noqa: F401  (re-exported vocabulary)
+    ALIASES,
+    NO_THERAPY,
+    THERAPIES,
+    parse_plan,
+    regimen_error,
+)
+from immunegym.validation import ValidationError
 
 
 def parse_regimen(value: object, field: str = "therapy") -> tuple[str, ...] | None:
-    """Normalize a regimen label to a sorted tuple of therapy ids.
+    """The therapies of a regimen label, in the package's one regimen grammar.
+
+    Labels are read by :func:`immunegym.regimen_grammar.parse_plan` (the same words,
+    names, schedules and errors as :func:`immunegym.sim.run_trial` and
+    :func:`immunegym.planning.parse_plan`); the result is the set of therapies the regimen
+    uses anywhere.
 
     Parameters
     ----------
     value
-        E.g. ``"anti_pd1+anti_ctla4"``, ``"PD1"``, ``"Combo"``, ``"none"``. Missing values
-        (``None``/NaN/empty) mean "not recorded".
+        E.g. ``"anti_pd1+anti_ctla4"``, ``"PD1"``, ``"Combo"``, ``"none"``,
+        ``"anti_pd1+anti_ctla4 q3w x4 -> anti_pd1"``. Missing values (``None``/NaN/empty)
+        mean "not recorded".
     field
         Name of the column, used in error messages.
 
@@ -47,28 +44,24 @@ def parse_regimen(value: object, field: str = "therapy") -> tuple[str, ...] | No
 
     Raises
     ------
-    ValueError
-        If a component is not a known therapy; the message names the field and value.
+    ValidationError
+        If the label is not in the grammar; the message names the field and value, shows
+        the grammar and the known names.
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    text = str(value).strip()
-    if not text:
+    if isinstance(value, str) and not value.strip():
         return None
-    found: set[str] = set()
-    for part in re.split(r"\s*[+&,]\s*|\s+and\s+", text):
-        key = re.sub(r"[^a-z0-9]", "", part.lower())
-        if key not in _THERAPY_ALIASES:
-            raise ValueError(
-                f"{field}: value {value!r} contains {part!r}, which is not a known therapy; "
-                f"expected therapy ids {list(THERAPIES)} joined by '+', or {NO_THERAPY!r}"
-            )
-        found.update(_THERAPY_ALIASES[key])
-    return tuple(t for t in THERAPIES if t in found)
+    if not isinstance(value, str):
+        raise regimen_error(field, value, "a regimen label must be text")
+    return parse_plan(value, field).therapies
 
 
 def format_regimen(therapies: tuple[str, ...]) -> str:
     """The canonical text of a regimen: ids joined by '+', or ``"none"``."""
+    if isinstance(therapies, str) or any(t not in THERAPIES for t in therapies):
+        raise ValidationError(f"therapies: got {therapies!r}; expected a tuple of therapy "
+                              f"ids from {list(THERAPIES)}")
     return "+".join(therapies) if therapies else NO_THERAPY
 
 
@@ -85,7 +78,7 @@ def parse_response(value: object, field: str = "response") -> float:
 
     Raises
     ------
-    ValueError
+    ValidationError
         If the value is not a recognised response label.
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -99,7 +92,7 @@ def parse_response(value: object, field: str = "response") -> float:
         return 1.0
     if key.replace("_", "") in _NON_RESPONDER or key in _NON_RESPONDER:
         return 0.0
-    raise ValueError(
+    raise ValidationError(
         f"{field}: value {value!r} is not a response label; expected R/NR, "
         "responder/non-responder, RECIST CR/PR/SD/PD (or CRPR), or a boolean"
     )

@@ -34,6 +34,7 @@ from immunegym.data.schema import setup_anndata
 from immunegym.data.storage import load_arrays, save_arrays
 from immunegym.data.vocab import THERAPIES, format_regimen
 from immunegym.ontology import FINE_TYPES
+from immunegym.regimen_grammar import RegimenPlan
 from immunegym.sim.observation import (
     LABS,
     MARKER_PANEL,
@@ -42,14 +43,36 @@ from immunegym.sim.observation import (
     simulate_cells,
 )
 from immunegym.sim.outcomes import CR, PR, RESPONSE_CODES
-from immunegym.sim.parameters import PHENOTYPES, ParameterSet
-from immunegym.sim.simulator import COHORT_IMAGING, SIGNAL_NAMES, ImmuneSim, Simulation
+from immunegym.sim.parameters import CANCER_TYPES, PHENOTYPES, ParameterSet
+from immunegym.sim.simulator import (
+    COHORT_IMAGING,
+    MAX_PATIENTS,
+    RECORD_BYTES_PER_PATIENT_DAY,
+    SIGNAL_NAMES,
+    STATE_BYTES_PER_PATIENT,
+    ImmuneSim,
+    Simulation,
+)
 from immunegym.sim.state import compartments_to_fine
-from immunegym.sim.therapy import parse_regimen
+from immunegym.sim.therapy import MAX_DAYS, parse_regimen
 from immunegym.sim.toxicity import DEATH_CAUSES
+from immunegym.validation import bad, choice, integer, memory_budget
+from immunegym.validation import seed as check_seed
 
 TRUTH_KIND = "immunesim_truth"
 CYCLE_DAYS = 21
+MAX_ARMS = 64
+"""Most regimens one cohort randomizes over."""
+MAX_BIOPSIES = 100
+"""Most biopsies per patient (real studies take 2-6)."""
+MAX_BIOPSY_CELLS = 10**6
+"""Most cells per biopsy."""
+TRUTH_BYTES_PER_PATIENT_DAY = RECORD_BYTES_PER_PATIENT_DAY + 20 * (8 + 4) * 2 + 5 * 4 * 2 + 24
+"""Bytes per patient and day of a cohort's run: recorded states, the fine counts and
+compositions (float32 and float64), the doses given, tumor and alive."""
+BYTES_PER_CELL = 1024
+"""Bytes per generated cell: its marker counts (dense while drawn, then sparse) and its obs
+row (eleven columns of text before they become categories)."""
 
 
 @dataclass(frozen=True)
@@ -89,27 +112,59 @@ class CohortSpec:
     cells_per_biopsy: tuple[int, int] = (300, 3000)
 
     def __post_init__(self) -> None:
-        if isinstance(self.regimens, str):
-            object.__setattr__(self, "regimens", (self.regimens,))
-        if not self.regimens:
-            raise ValueError("regimens: expected at least one regimen")
-        for regimen in self.regimens:
-            parse_regimen(regimen)
-        if self.lab not in LABS:
-            raise ValueError(f"lab: unknown lab {self.lab!r}; expected one of {sorted(LABS)}")
-        if not isinstance(self.n_patients, int) or self.n_patients <= 0:
-            raise ValueError(f"n_patients: expected a positive integer, got {self.n_patients!r}")
-        lo, hi = self.biopsies
-        if not 1 <= lo <= hi:
-            raise ValueError(f"biopsies: expected 1 <= low <= high, got {self.biopsies}")
+        if not isinstance(self.name, str) or not self.name or any(
+                c in self.name for c in "/\\ "):
+            raise bad("name", self.name, "a file-safe name (no spaces or slashes)")
+        choice("cancer_type", self.cancer_type, sorted(CANCER_TYPES))
+        regimens = self.regimens
+        if isinstance(regimens, (str, RegimenPlan)):
+            regimens = (regimens,)
+        if not isinstance(regimens, (tuple, list)) or not regimens:
+            raise bad("regimens", self.regimens, "one regimen or a non-empty list of regimens")
+        if len(regimens) > MAX_ARMS:
+            raise bad("regimens", f"<{len(regimens)} regimens>", f"at most {MAX_ARMS} arms")
+        for regimen in regimens:
+            parse_regimen(regimen, field="regimens")  # the one grammar, one error
+        # Stored as text: the spec is written into the AnnData's uns.
+        object.__setattr__(self, "regimens", tuple(str(r) for r in regimens))
+        choice("lab", self.lab, sorted(LABS))
+        integer("n_patients", self.n_patients, low=1, high=MAX_PATIENTS,
+                hint="a number of virtual patients")
+        check_seed("seed", self.seed)
+        integer("horizon_days", self.horizon_days, low=30, high=MAX_DAYS,
+                hint=f"follow-up in days since treatment start, at most {MAX_DAYS}")
+        for name, top in (("biopsies", MAX_BIOPSIES), ("cells_per_biopsy", MAX_BIOPSY_CELLS)):
+            pair = getattr(self, name)
+            expected = f"(low, high) integers with 1 <= low <= high <= {top}"
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise bad(name, pair, expected)
+            lo = integer(name, pair[0], low=1, high=top)
+            hi = integer(name, pair[1], low=1, high=top)
+            if lo > hi:
+                raise bad(name, pair, expected)
+            object.__setattr__(self, name, (lo, hi))
+
+    def expected_cells(self) -> float:
+        """Expected cells of the cohort's AnnData (biopsies x log-uniform cells)."""
         lo, hi = self.cells_per_biopsy
-        if not 1 <= lo <= hi:
-            raise ValueError(
-                f"cells_per_biopsy: expected 1 <= low <= high, got {self.cells_per_biopsy}")
-        if not 30 <= self.horizon_days <= 3650:
-            raise ValueError(f"horizon_days: expected 30..3650, got {self.horizon_days}")
-        if not self.name or any(c in self.name for c in "/\\ "):
-            raise ValueError(f"name: expected a file-safe name, got {self.name!r}")
+        per_biopsy = lo if lo == hi else (hi - lo) / math.log(hi / lo)
+        biopsies = min(sum(self.biopsies) / 2, self.horizon_days)
+        return self.n_patients * biopsies * per_biopsy
+
+    def check_memory(self, *, with_cells: bool = True) -> None:
+        """Refuse a cohort whose estimated memory exceeds the limit, before simulating it.
+
+        The daily hidden truth costs about :data:`TRUTH_BYTES_PER_PATIENT_DAY` per patient
+        and day, each cell of the AnnData about :data:`BYTES_PER_CELL`.
+        """
+        days = self.horizon_days + 1
+        n_bytes = self.n_patients * (STATE_BYTES_PER_PATIENT
+                                     + days * TRUTH_BYTES_PER_PATIENT_DAY)
+        if with_cells:
+            n_bytes += self.expected_cells() * BYTES_PER_CELL
+        memory_budget("n_patients", self.n_patients, n_bytes,
+                      f"{self.n_patients} patients over {self.horizon_days} days"
+                      + (f" and ~{self.expected_cells():,.0f} cells" if with_cells else ""))
 
 
 @dataclass
@@ -145,6 +200,10 @@ class HiddenTruth:
     alive: np.ndarray
     parameters: pd.DataFrame
     total_cells: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (f"HiddenTruth({len(self.patient_ids)} patients x {len(self.days)} days; "
+                f"composition {self.composition.shape}, signals {self.signals.shape})")
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors + JSON metadata, atomically."""
@@ -183,6 +242,12 @@ class Cohort:
     spec: CohortSpec
     adata: ad.AnnData
     truth: HiddenTruth = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (f"Cohort({self.spec.name!r}: {self.spec.cancer_type}, "
+                f"{len(self.spec.regimens)} arms, {self.spec.n_patients} patients, "
+                f"{self.adata.n_obs} cells x {self.adata.n_vars} genes, "
+                f"{self.spec.horizon_days} days; .adata, .truth)")
 
     def write(self, directory: str | Path) -> tuple[Path, Path]:
         """Write ``<name>.h5ad`` and ``<name>.truth.safetensors`` atomically."""
@@ -225,11 +290,19 @@ class CohortRun:
     death_day: np.ndarray
     truth: HiddenTruth
 
+    def __repr__(self) -> str:
+        return (f"CohortRun({self.spec.name!r}: {len(self.ids)} patients, "
+                f"{self.course.days} days, arms {self.regimen_names})")
+
 
 def run_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
                device: str = "cpu") -> CohortRun:
     """Patients, arms and the daily course of a cohort, with its hidden truth."""
+    if not isinstance(spec, CohortSpec):
+        raise bad("spec", spec, "a CohortSpec")
+    spec.check_memory(with_cells=False)
     sim = ImmuneSim(params, device=device, seed=spec.seed)
+    sim.check_cancer_type(spec.cancer_type)
     rng = np.random.default_rng(spec.seed)
     n = spec.n_patients
     patients = sim.sample_patients(spec.cancer_type, n)
@@ -255,7 +328,18 @@ def run_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
 
 def simulate_cohort(spec: CohortSpec, *, params: ParameterSet | None = None,
                     device: str = "cpu") -> Cohort:
-    """Generate one cohort (deterministic given ``spec.seed``)."""
+    """Generate one cohort (deterministic given ``spec.seed``).
+
+    Raises
+    ------
+    ValidationError
+        If ``spec`` is not a :class:`CohortSpec`, the device or parameters are invalid, or
+        the cohort's estimated memory (:meth:`CohortSpec.check_memory`) is above the limit;
+        all before anything is simulated.
+    """
+    if not isinstance(spec, CohortSpec):
+        raise bad("spec", spec, "a CohortSpec")
+    spec.check_memory()
     run = run_cohort(spec, params=params, device=device)
     sim, rng, course, arm, ids = run.sim, run.rng, run.course, run.arm, run.ids
     regimen_names, responder, death_day = run.regimen_names, run.responder, run.death_day
@@ -357,7 +441,12 @@ def make_cohort(
         therapy_cycles and cohort. The hidden truth is not included: use
         :func:`simulate_cohort` for it.
     """
-    regimens = (regimens,) if isinstance(regimens, str) else tuple(regimens)
+    if name is not None and not isinstance(name, str):
+        raise bad("name", name, "a file-safe cohort name or None")
+    if isinstance(regimens, (str, RegimenPlan)):
+        regimens = (regimens,)
+    elif not isinstance(regimens, (tuple, list)):
+        raise bad("regimens", regimens, "one regimen or a list of regimens")
     spec = CohortSpec(name or f"{cancer_type}-{lab}-{seed}", cancer_type, regimens, lab,
                       n_patients, seed, horizon_days)
     return simulate_cohort(spec, params=params, device=device).adata

@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from immunegym.data.programs import DEFAULT_PROGRAMS
 from immunegym.ontology import FINE_TYPES
+from immunegym.validation import ValidationError, bad, integer, memory_budget, number
 
 __all__ = [
     "IGNORED_SIGNALS",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 _N_TYPES = len(FINE_TYPES)
+MAX_CELLS = 10**7
+"""Most cells one biopsy draw takes (real biopsies give hundreds to thousands)."""
 _TYPE_INDEX = {t: i for i, t in enumerate(FINE_TYPES)}
 
 # ---------------------------------------------------------------------------- gene panel
@@ -346,56 +349,56 @@ class LabConvention:
     def __post_init__(self) -> None:
         missing = [t for t in FINE_TYPES if t not in self.labels]
         if missing:
-            raise ValueError(
+            raise ValidationError(
                 f"labels: lab {self.name!r} gives no label for fine types {missing}; expected "
                 f"one entry per fine type in {list(FINE_TYPES)}"
             )
         unknown = [t for t in self.labels if t not in _TYPE_INDEX]
         if unknown:
-            raise ValueError(
+            raise ValidationError(
                 f"labels: lab {self.name!r} names unknown fine types {unknown}; expected "
                 f"keys from {list(FINE_TYPES)}"
             )
         for cell_type, choices in self.labels.items():
             if len(choices) == 0:
-                raise ValueError(
+                raise ValidationError(
                     f"labels[{cell_type!r}]: got no (label, probability) pairs; expected at "
                     "least one"
                 )
             for label, p in choices:
                 if not isinstance(label, str) or not label.strip():
-                    raise ValueError(
+                    raise ValidationError(
                         f"labels[{cell_type!r}]: label {label!r} must be a non-empty string"
                     )
                 if not np.isfinite(p) or p <= 0:
-                    raise ValueError(
+                    raise ValidationError(
                         f"labels[{cell_type!r}]: probability of {label!r} is {p}; expected "
                         "a positive number"
                     )
             total = float(sum(p for _, p in choices))
             if abs(total - 1.0) > 1e-6:
-                raise ValueError(
+                raise ValidationError(
                     f"labels[{cell_type!r}]: probabilities sum to {total}; expected 1 "
                     "(within 1e-6)"
                 )
         if not 0.0 <= self.misannotation_rate < 1.0:
-            raise ValueError(
+            raise ValidationError(
                 f"misannotation_rate: got {self.misannotation_rate}; expected a value in [0, 1)"
             )
         if not (np.isfinite(self.library_size_mean) and self.library_size_mean > 0):
-            raise ValueError(
+            raise ValidationError(
                 f"library_size_mean: got {self.library_size_mean}; expected a positive number"
             )
         if not (np.isfinite(self.library_size_cv) and self.library_size_cv >= 0):
-            raise ValueError(
+            raise ValidationError(
                 f"library_size_cv: got {self.library_size_cv}; expected a number >= 0"
             )
         if not (np.isfinite(self.batch_effect_sd) and self.batch_effect_sd >= 0):
-            raise ValueError(
+            raise ValidationError(
                 f"batch_effect_sd: got {self.batch_effect_sd}; expected a number >= 0"
             )
         if not (np.isfinite(self.dispersion) and self.dispersion > 0):
-            raise ValueError(f"dispersion: got {self.dispersion}; expected a positive number")
+            raise ValidationError(f"dispersion: got {self.dispersion}; expected a positive number")
 
     @property
     def label_set(self) -> tuple[str, ...]:
@@ -565,23 +568,24 @@ def sample_biopsy(
         If ``composition`` has the wrong length, is negative, non-finite or all zero, or
         ``n_cells`` / ``concentration`` is out of range.
     """
-    comp = np.asarray(composition, dtype=float)
+    try:
+        comp = np.asarray(composition, dtype=float)
+    except (TypeError, ValueError):
+        raise bad("composition", composition, f"{_N_TYPES} numeric fractions") from None
     if comp.shape != (_N_TYPES,):
-        raise ValueError(
+        raise ValidationError(
             f"composition: got shape {comp.shape}; expected ({_N_TYPES},), one fraction per "
             "fine type"
         )
     if not np.all(np.isfinite(comp)) or np.any(comp < 0):
-        raise ValueError(
+        raise ValidationError(
             f"composition: got {comp.tolist()}; expected finite, non-negative fractions"
         )
     total = comp.sum()
     if total <= 0:
-        raise ValueError("composition: all fractions are zero; expected a positive total")
-    if isinstance(n_cells, bool) or int(n_cells) != n_cells or n_cells < 1:
-        raise ValueError(f"n_cells: got {n_cells!r}; expected an integer >= 1")
-    if not (np.isfinite(concentration) and concentration > 0):
-        raise ValueError(f"concentration: got {concentration}; expected a positive number")
+        raise ValidationError("composition: all fractions are zero; expected a positive total")
+    n_cells = integer("n_cells", n_cells, low=1, high=MAX_CELLS)
+    number("concentration", concentration, low=0, low_open=True)
     comp = comp / total
     present = np.flatnonzero(comp > 0)
     proportions = np.zeros(_N_TYPES)
@@ -611,13 +615,13 @@ def _check_signals(signals: Mapping[str, float] | None) -> dict[str, float]:
     out = {}
     for name, value in signals.items():
         if name not in STATE_PROGRAMS and name not in IGNORED_SIGNALS:
-            raise ValueError(
+            raise ValidationError(
                 f"signals: unknown signal {name!r}; expected one of "
                 f"{sorted(set(STATE_PROGRAMS) | IGNORED_SIGNALS)}"
             )
         value = float(value)
         if not (np.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ValueError(f"signals[{name!r}]: got {value}; expected a value in [0, 1]")
+            raise ValidationError(f"signals[{name!r}]: got {value}; expected a value in [0, 1]")
         out[name] = value
     return out
 
@@ -648,7 +652,7 @@ def expression_profiles(
     if batch_effect is not None:
         batch = np.asarray(batch_effect, dtype=float)
         if batch.shape != (len(MARKER_PANEL),) or not np.all(np.isfinite(batch)):
-            raise ValueError(
+            raise ValidationError(
                 f"batch_effect: got shape {batch.shape}; expected ({len(MARKER_PANEL)},) "
                 "finite log-folds, one per MARKER_PANEL gene"
             )
@@ -696,21 +700,28 @@ def simulate_cells(
         the batch effect is invalid.
     """
     counts_in = np.asarray(type_counts)
+    if counts_in.dtype.kind not in "biuf":
+        raise bad("type_counts", type_counts, f"{_N_TYPES} non-negative integer counts")
     if counts_in.shape != (_N_TYPES,):
-        raise ValueError(
+        raise ValidationError(
             f"type_counts: got shape {counts_in.shape}; expected ({_N_TYPES},), one count per "
             "fine type"
         )
     as_float = counts_in.astype(float)
     if (not np.all(np.isfinite(as_float)) or np.any(as_float < 0)
             or np.any(as_float != np.round(as_float))):
-        raise ValueError(
+        raise ValidationError(
             f"type_counts: got {counts_in.tolist()}; expected non-negative integers"
         )
-    expr = expression_profiles(signals, batch_effect)
+    if not isinstance(lab, LabConvention):
+        raise bad("lab", lab, f"a LabConvention (immunegym.sim.observation.LABS: {sorted(LABS)})")
     n_types = as_float.astype(np.int64)
     n_cells = int(n_types.sum())
     n_genes = len(MARKER_PANEL)
+    # Rates, draws and counts are dense (cells x genes) 8-byte arrays while drawn.
+    memory_budget("type_counts", f"<{n_cells} cells>", n_cells * n_genes * 8 * 4,
+                  f"{n_cells} cells x {n_genes} genes")
+    expr = expression_profiles(signals, batch_effect)
     if n_cells == 0:
         return (np.zeros(0, dtype=np.int64), [],
                 sp.csr_matrix((0, n_genes), dtype=np.float32))

@@ -25,6 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from immunegym.validation import ValidationError, choice, known_keys, number
+
 PARAMETER_FILE = "immunesim-params-v2.json"
 """Name of the calibrated parameter file inside ``immunegym/sim/calibrated/``."""
 
@@ -412,7 +414,7 @@ class CancerType:
 
     def __post_init__(self) -> None:
         if len(self.phenotype_mix) != 3 or abs(sum(self.phenotype_mix) - 1.0) > 1e-6:
-            raise ValueError(
+            raise ValidationError(
                 f"phenotype_mix: expected 3 probabilities (hot, excluded, desert) summing to "
                 f"1, got {self.phenotype_mix}"
             )
@@ -420,14 +422,15 @@ class CancerType:
                      "kill_reserve"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name}: expected a positive finite number, got {value}")
+                raise ValidationError(f"{name}: expected a positive finite number, got {value}")
         if not 0 <= self.treg_escape <= 1:
-            raise ValueError(f"treg_escape: expected a share in [0, 1], got {self.treg_escape}")
+            raise ValidationError(
+                f"treg_escape: expected a share in [0, 1], got {self.treg_escape}")
         if not 0 <= self.driver_prevalence <= 1:
-            raise ValueError(f"driver_prevalence: expected a share in [0, 1], got "
+            raise ValidationError(f"driver_prevalence: expected a share in [0, 1], got "
                              f"{self.driver_prevalence}")
         if self.driver_prevalence > 0 and self.driver in ("none", WILD_TYPE):
-            raise ValueError(f"driver: a prevalence of {self.driver_prevalence} needs a "
+            raise ValidationError(f"driver: a prevalence of {self.driver_prevalence} needs a "
                              f"driver name, got {self.driver!r}")
 
 
@@ -536,11 +539,7 @@ class ParameterSet:
 
     def cancer(self, cancer_type: str) -> CancerType:
         """The means of one cancer type; a clear error lists the valid ids."""
-        if cancer_type not in self.cancer_types:
-            raise ValueError(
-                f"cancer_type: unknown id {cancer_type!r}; expected one of "
-                f"{sorted(self.cancer_types)}"
-            )
+        choice("cancer_type", cancer_type, sorted(self.cancer_types))
         return self.cancer_types[cancer_type]
 
     def with_updates(
@@ -549,10 +548,8 @@ class ParameterSet:
     ) -> ParameterSet:
         """A copy with some shared rates and per-cancer fields replaced."""
         new_rates = dict(self.rates)
-        for name, value in (rates or {}).items():
-            if name not in new_rates:
-                raise ValueError(f"rates: unknown rate {name!r}")
-            new_rates[name] = float(value)
+        for name, value in known_keys("rates", rates, new_rates).items():
+            new_rates[name] = number(f"rates[{name!r}]", value)
         new_types = dict(self.cancer_types)
         for cancer_type, fields in (cancer_types or {}).items():
             new_types[cancer_type] = replace(self.cancer(cancer_type), **fields)
@@ -577,7 +574,7 @@ def default_parameters() -> ParameterSet:
 def parameters_from_json(data: dict[str, Any]) -> ParameterSet:
     """Build a :class:`ParameterSet` from a calibrated file's contents, checking the format."""
     if data.get("format_version") != PARAMETER_FORMAT_VERSION:
-        raise ValueError(
+        raise ValidationError(
             f"format_version: expected {PARAMETER_FORMAT_VERSION}, got "
             f"{data.get('format_version')!r}"
         )
@@ -590,7 +587,7 @@ def parameters_from_json(data: dict[str, Any]) -> ParameterSet:
     rates = dict(base.rates)
     unknown = sorted(set(data["rates"]) - set(rates))
     if unknown:
-        raise ValueError(f"rates: unknown rates {unknown} in parameter file")
+        raise ValidationError(f"rates: unknown rates {unknown} in parameter file")
     rates.update({k: float(v) for k, v in data["rates"].items()})
     return ParameterSet(rates, types, str(data["version"]), dict(data.get("meta", {})))
 

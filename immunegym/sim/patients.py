@@ -47,6 +47,7 @@ from immunegym.sim.parameters import (
 )
 from immunegym.sim.state import ANTIBODIES, IDX, N_COMPARTMENTS, Patients, SimState
 from immunegym.sim.toxicity import ToxState, sample_tox_patients
+from immunegym.validation import ValidationError, integer
 
 BURN_IN_DAYS = 120
 """Days of immune relaxation before day 0."""
@@ -94,11 +95,10 @@ def sample_patients(
         ``n < 1``.
     """
     ct = params.cancer(cancer_type)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n_patients: expected a positive integer, got {n!r}")
+    n = integer("n_patients", n, low=1)
     valid = ([ct.driver] if ct.driver_prevalence > 0 else []) + [WILD_TYPE]
-    if driver is not None and driver not in valid:
-        raise ValueError(
+    if driver is not None and (not isinstance(driver, str) or driver not in valid):
+        raise ValidationError(
             f"driver: unknown driver {driver!r} for {cancer_type}; expected one of {valid} "
             "or None (the natural prevalence)")
     device = torch.device(device)

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from immunegym.data.vocab import THERAPIES
+from immunegym.regimen_grammar import RADIO_STANDARD_GY  # noqa: F401  (re-exported)
 
 PD1, CTLA4, CHEMO, RADIO, TARGETED = range(len(THERAPIES))
 ANTIBODY_COLUMNS = [PD1, CTLA4]
-RADIO_STANDARD_GY = 8.0
-"""Gy of one standard radiotherapy fraction (SBRT 8 Gy x 3): radiotherapy doses are in Gy."""
+# RADIO_STANDARD_GY (Gy of one standard radiotherapy fraction, SBRT 8 Gy x 3: radiotherapy
+# doses are in Gy) is defined once, in the regimen grammar.
 
 
 @dataclass(frozen=True)

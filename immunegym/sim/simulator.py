@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from immunegym.data.vocab import THERAPIES
+from immunegym.regimen_grammar import RegimenPlan
 from immunegym.sim.dynamics import Dynamics, Signals
-from immunegym.sim.outcomes import RecistTracker, measure_sod
+from immunegym.sim.outcomes import CR, PR, RecistTracker, measure_sod
 from immunegym.sim.parameters import ParameterSet, load_parameters
 from immunegym.sim.patients import (
     BURN_IN_DAYS,
@@ -27,11 +28,25 @@ from immunegym.sim.patients import (
 )
 from immunegym.sim.pk import RADIO
 from immunegym.sim.state import Patients, SimState
-from immunegym.sim.therapy import Regimen, dose_calendar, parse_regimen
+from immunegym.sim.therapy import MAX_DAYS, Regimen, dose_calendar, parse_regimen
 from immunegym.sim.toxicity import DEFAULT_RULES, STOP_PROGRESSION, ProtocolRules
+from immunegym.validation import (
+    ValidationError,
+    bad,
+    boolean,
+    choice,
+    integer,
+    memory_budget,
+)
+from immunegym.validation import device as check_device
+from immunegym.validation import seed as check_seed
 
-MAX_DAYS = 3650
-"""Longest horizon :meth:`ImmuneSim.run` accepts (10 years)."""
+MAX_PATIENTS = 2**20
+"""Most patients one simulator call takes (about a million; more is a unit mistake)."""
+
+STATE_BYTES_PER_PATIENT = 8_000
+"""Peak bytes per patient while stepping: twice the ~4 KB measured on CPU (state, signals,
+toxicity and the step's temporaries), used to refuse a batch before it is drawn."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +62,18 @@ class ImagingSchedule:
 
     def __post_init__(self) -> None:
         for name in ("interval_days", "late_interval_days"):
-            lo, hi = getattr(self, name)
-            if not 1 <= lo <= hi:
-                raise ValueError(f"{name}: expected 1 <= low <= high, got {(lo, hi)}")
-        if self.first_scan_day is not None and not 1 <= self.first_scan_day <= 365:
-            raise ValueError(f"first_scan_day: expected 1..365 days, got {self.first_scan_day}")
+            pair = getattr(self, name)
+            expected = f"(low, high) integers with 1 <= low <= high <= {MAX_DAYS}"
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise bad(name, pair, expected)
+            lo = integer(name, pair[0], low=1, high=MAX_DAYS)
+            hi = integer(name, pair[1], low=1, high=MAX_DAYS)
+            if lo > hi:
+                raise bad(name, pair, expected)
+        integer("late_after_day", self.late_after_day, low=0)
+        if self.first_scan_day is not None:
+            integer("first_scan_day", self.first_scan_day, low=1, high=365,
+                    hint="days since treatment start")
 
 
 TRIAL_IMAGING = ImagingSchedule()
@@ -69,6 +91,10 @@ TOXICITY_TRACE: tuple[str, ...] = ("anc", "load", "ae_count", "irae_count", "fn_
 """Toxicity quantities stored with recorded states: neutrophils (x 1e9/L), toxicity load,
 and cumulative counts of grade >= 3 events, grade >= 3 irAEs, febrile neutropenia and chemo
 delays."""
+
+RECORD_BYTES_PER_PATIENT_DAY = (22 + len(SIGNAL_NAMES) + len(TOXICITY_TRACE)) * 4 * 3
+"""Bytes per patient and recorded day: compartments, signals and toxicity in float32, held
+as tensors, stacked, and copied to numpy."""
 
 
 @dataclass
@@ -115,6 +141,20 @@ class Simulation:
     signals: np.ndarray | None = None
     toxicity: np.ndarray | None = None
 
+    def __repr__(self) -> str:
+        recorded = (f", recorded {len(self.record_days)} days"
+                    if self.record_days is not None else "")
+        return (f"Simulation({self.patients.n} patients, {self.days} days, "
+                f"{len(self.scans['day'])} scans{recorded}; "
+                f"responders {int(np.isin(self.best_response, (PR, CR)).sum())})")
+
+
+def _describe(value: object) -> str:
+    """A tensor by its shape and dtype, not its values (for error messages)."""
+    if isinstance(value, torch.Tensor):
+        return f"<tensor of shape {tuple(value.shape)}, dtype {value.dtype}>"
+    return f"<{type(value).__name__}>"
+
 
 class ImmuneSim:
     """Batched, seeded ImmuneSim.
@@ -131,13 +171,36 @@ class ImmuneSim:
 
     def __init__(self, params: ParameterSet | None = None, device: str | torch.device = "cpu",
                  seed: int = 0) -> None:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if params is not None and not isinstance(params, ParameterSet):
+            raise bad("params", params, "a ParameterSet (immunegym.sim.load_parameters()) or "
+                      "None for the calibrated one")
+        seed = check_seed("seed", seed)
+        device = check_device("device", device)
         self.params = params if params is not None else load_parameters()
         self.device = torch.device(device)
         self.dynamics = Dynamics(self.params, self.device)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
+        self.generator.manual_seed(seed)
+
+    def __repr__(self) -> str:
+        return (f"ImmuneSim(device={str(self.device)!r}, parameters={self.params.version!r}, "
+                f"cancer_types={len(self.params.cancer_types)})")
+
+    def check_cancer_type(self, cancer_type: object) -> str:
+        """``cancer_type`` when this parameter set knows it; else an error with the nearest."""
+        return choice("cancer_type", cancer_type, sorted(self.params.cancer_types))
+
+    @staticmethod
+    def check_patient_count(field: str, n: object, *, per_patient_bytes: float = 0.0) -> int:
+        """``n`` as a patient count in ``1..MAX_PATIENTS`` whose memory fits the budget.
+
+        ``per_patient_bytes`` adds to :data:`STATE_BYTES_PER_PATIENT` (recorded states).
+        """
+        n = integer(field, n, low=1, high=MAX_PATIENTS,
+                    hint="a number of virtual patients")
+        memory_budget(field, n, n * (STATE_BYTES_PER_PATIENT + per_patient_bytes),
+                      "the simulated patients")
+        return n
 
     # ---------------------------------------------------------------- patients
     def sample_patients(self, cancer_type: str, n: int, *, driver: str | None = None
@@ -147,6 +210,8 @@ class ImmuneSim:
         ``driver`` selects driver-positive (the driver's name) or ``"wild_type"`` patients
         (:func:`~immunegym.sim.patients.sample_patients`).
         """
+        self.check_cancer_type(cancer_type)
+        n = self.check_patient_count("n_patients", n)
         return sample_patients(self.params, cancer_type, n, self.generator, self.device,
                                driver=driver)
 
@@ -157,11 +222,55 @@ class ImmuneSim:
         Returns the patients too, put in the escape phase of immunoediting
         (:func:`~immunegym.sim.patients.escape_phase`).
         """
+        self._check_patients(patients)
+        burn_in_days = integer("burn_in_days", burn_in_days, low=1, high=MAX_DAYS)
         return initial_state(patients, self.dynamics, self.generator, burn_in_days)
+
+    def _check_patients(self, patients: object) -> Patients:
+        if not isinstance(patients, Patients):
+            raise bad("patients", patients, "Patients from ImmuneSim.sample_patients")
+        if patients.cancer.device.type != self.device.type:
+            raise bad("patients", f"<Patients on {patients.cancer.device}>",
+                      f"patients on this simulator's device {str(self.device)!r} (use "
+                      "patients.to(device))")
+        return patients
 
     def step(self, state: SimState, patients: Patients, dose: torch.Tensor,
              irae_rules: torch.Tensor, *, rules: ProtocolRules = DEFAULT_RULES) -> SimState:
-        """One day for every patient (see :meth:`Dynamics.step`)."""
+        """One day for every patient (see :meth:`Dynamics.step`).
+
+        Parameters
+        ----------
+        state, patients
+            The ``n`` patients' state and parameters.
+        dose
+            ``(n, 5)`` floating doses scheduled today (:data:`THERAPIES` order; Gy for
+            radiotherapy).
+        irae_rules
+            ``(n, 5)`` integer irAE rule codes (:meth:`Regimen.irae_rules`), or ``(5,)`` for
+            everyone.
+
+        Only shapes, dtypes and types are checked (O(1): this is the hot path); the values
+        are the caller's (laid out by :func:`~immunegym.sim.therapy.dose_calendar`).
+        """
+        if not isinstance(state, SimState) or not isinstance(patients, Patients):
+            raise bad("state", type(state).__name__, "a SimState and Patients (from "
+                      "ImmuneSim.reset)")
+        n = state.cells.shape[0]
+        if patients.cancer.shape[0] != n:
+            raise ValidationError(f"patients: got {patients.cancer.shape[0]} patients; "
+                                  f"expected {n}, one per state row")
+        width = len(THERAPIES)
+        if not isinstance(dose, torch.Tensor) or tuple(dose.shape) != (n, width) \
+                or not dose.is_floating_point():
+            raise bad("dose", _describe(dose), f"a floating tensor of shape ({n}, {width})")
+        if not isinstance(irae_rules, torch.Tensor) \
+                or tuple(irae_rules.shape) not in ((n, width), (width,)) \
+                or irae_rules.is_floating_point() or irae_rules.dtype == torch.bool:
+            raise bad("irae_rules", _describe(irae_rules),
+                      f"an integer tensor of shape ({n}, {width}) or ({width},)")
+        if not isinstance(rules, ProtocolRules):
+            raise bad("rules", rules, "a ProtocolRules")
         return self.dynamics.step(state, patients, dose, self.generator, irae_rules,
                                   rules=rules)
 
@@ -209,22 +318,42 @@ class ImmuneSim:
         rules
             The protocol rules for toxicity (holds, delays, reductions, stops).
         """
-        if not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
-            raise ValueError(f"days: expected an integer in 1..{MAX_DAYS}, got {days!r}")
-        if record_every is not None and record_every < 1:
-            raise ValueError(f"record_every: expected >= 1, got {record_every}")
+        days = integer("days", days, low=1, high=MAX_DAYS,
+                       hint=f"days since treatment start, at most {MAX_DAYS}")
+        if record_every is not None:
+            record_every = integer("record_every", record_every, low=1, high=MAX_DAYS)
+        stop_on_progression = boolean("stop_on_progression", stop_on_progression)
+        record_given = boolean("record_given", record_given)
+        if not isinstance(imaging, ImagingSchedule):
+            raise bad("imaging", imaging, "an ImagingSchedule")
+        if not isinstance(rules, ProtocolRules):
+            raise bad("rules", rules, "a ProtocolRules")
+        self._check_patients(patients)
         n = patients.n
-        if isinstance(regimens, (str, Regimen)):
+        # Recorded states grow with patients x days: refuse before anything is allocated.
+        records = days // record_every + 1 if record_every else 0
+        extra = records * RECORD_BYTES_PER_PATIENT_DAY + (days * len(THERAPIES) * 4 * 2
+                                                           if record_given else 0)
+        memory_budget("n_patients", n, n * (STATE_BYTES_PER_PATIENT + extra),
+                      f"{n} patients over {days} days"
+                      + (f", recorded every {record_every} days" if record_every else ""))
+        if isinstance(regimens, (str, Regimen, RegimenPlan)):
             regimens = [regimens]
             group = torch.zeros(n, dtype=torch.long)
-        parsed = [parse_regimen(r) for r in regimens]
+        elif not isinstance(regimens, Sequence) or not regimens:
+            raise bad("regimens", regimens, "a regimen or a non-empty list of regimens")
+        parsed = [parse_regimen(r, field="regimens") for r in regimens]
         if group is None:
-            raise ValueError("group: a list of regimens needs a per-patient group index")
-        group = torch.as_tensor(np.asarray(group), dtype=torch.long, device=self.device)
+            raise ValidationError("group: a list of regimens needs a per-patient group index")
+        group_array = np.asarray(group.cpu() if isinstance(group, torch.Tensor) else group)
+        if group_array.dtype.kind not in "iu":
+            raise bad("group", f"<array of dtype {group_array.dtype}>",
+                      f"{n} integer indices in 0..{len(parsed) - 1}")
+        group = torch.as_tensor(group_array, dtype=torch.long, device=self.device)
         if group.shape != (n,) or int(group.min()) < 0 or int(group.max()) >= len(parsed):
-            raise ValueError(
-                f"group: expected {n} indices in 0..{len(parsed) - 1}, got shape "
-                f"{tuple(group.shape)}"
+            raise ValidationError(
+                f"group: got shape {tuple(group.shape)}; expected {n} indices in "
+                f"0..{len(parsed) - 1}"
             )
         calendar = torch.as_tensor(np.stack([dose_calendar(r, days) for r in parsed]),
                                    device=self.device)

@@ -39,7 +39,7 @@ def compartments_to_fine(cells: torch.Tensor) -> torch.Tensor:
     return torch.cat([malignant, cells[..., N_CLONES:]], dim=-1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # TensorTree.__repr__: sizes, not tensors
 class Patients(TensorTree):
     """Per-patient parameters, drawn around the cancer-type means.
 
@@ -81,7 +81,7 @@ class Patients(TensorTree):
                            self.chemo_toxicity)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # TensorTree.__repr__: sizes, not tensors
 class SimState(TensorTree):
     """Everything that changes day by day, for ``n`` patients.
 

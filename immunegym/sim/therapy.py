@@ -20,38 +20,47 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from immunegym.data.vocab import NO_THERAPY, THERAPIES
+from immunegym.regimen_grammar import (  # noqa: F401  (MAX_DOSE re-exported)
+    MAX_DOSE,
+    NO_THERAPY,
+    RADIO_STANDARD_GY,
+    THERAPIES,
+    RegimenPlan,
+    parse_plan,
+    regimen_error,
+)
 from immunegym.sim.toxicity import IRAE_RULES
+from immunegym.validation import ValidationError, bad, integer, number
 
-MAX_DOSE: dict[str, float] = {
-    # Pembrolizumab 10 mg/kg (~750 mg, KEYNOTE-002/-010) is 3.75 x 200 mg.
-    "anti_pd1": 4.0,
-    # Ipilimumab 10 mg/kg (CA184-169, adjuvant EORTC 18071) is 3.3 x 3 mg/kg.
-    "anti_ctla4": 3.5,
-    # Cytotoxic doses are limited by the marrow: no regimen goes beyond ~1.5 x standard.
-    "chemo": 1.5,
-    # Gy per fraction: single-fraction radiosurgery reaches ~24 Gy.
-    "radio": 24.0,
-    # Oral targeted therapy: dose escalation beyond 2 x is not given.
-    "targeted": 2.0,
-}
-"""Largest dose per administration (a multiple of the standard dose; Gy for radiotherapy).
-Higher doses are an input error: beyond the standard dose, checkpoint occupancy is saturated
-and only toxicity rises."""
+MAX_DAYS = 3650
+"""Longest horizon a regimen is laid out over, and :meth:`ImmuneSim.run` accepts (10 years)."""
+
+RADIO_FRACTION_DAYS = 3
+"""A radiotherapy administration: one fraction on each of 3 consecutive days (SBRT)."""
+TARGETED_CYCLE_DAYS = 21
+"""A targeted-therapy administration: one dose every day of a 21-day cycle."""
 
 
 def check_dose(therapy: str, dose: float, field: str = "dose") -> float:
     """``dose`` as a float, or a clear error if it is negative, not finite or above
     :data:`MAX_DOSE`."""
-    if isinstance(dose, bool) or not isinstance(dose, (int, float)) or not math.isfinite(dose):
-        raise ValueError(f"{field}: expected a finite number for {therapy}, got {dose!r}")
+    if (isinstance(dose, bool) or not isinstance(dose, (int, float, np.integer, np.floating))
+            or not math.isfinite(dose)):
+        raise ValidationError(f"{field}: got {dose!r} for {therapy}; expected a finite number")
     if dose < 0:
-        raise ValueError(f"{field}: expected a non-negative dose for {therapy}, got {dose}")
+        raise ValidationError(f"{field}: got {dose} for {therapy}; expected a non-negative "
+                              "dose")
     if dose > MAX_DOSE[therapy]:
         unit = "Gy per fraction" if therapy == "radio" else "x the standard dose"
-        raise ValueError(f"{field}: {dose} for {therapy} is above the allowed maximum of "
-                         f"{MAX_DOSE[therapy]} {unit}")
+        raise ValidationError(f"{field}: got {dose} for {therapy}; expected at most the "
+                              f"allowed maximum of {MAX_DOSE[therapy]} {unit}")
     return float(dose)
+
+
+MAX_SCHEDULE_DOSES = 100_000
+"""Most doses of one repeating schedule (the standard targeted schedule: daily, open)."""
+
+_DAY_HINT = f"days since treatment start, at most {MAX_DAYS - 1} (10 years)"
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,9 @@ class TherapySchedule:
         the protocol's ``irae_hold_days``, then resume) or ``"stop"`` (permanent
         discontinuation). Grade 4 and recurrent grade 3 events always stop checkpoint
         inhibitors (:mod:`immunegym.sim.toxicity`).
+    cut_at_horizon
+        Doses at or past the horizon are dropped instead of refused by
+        :func:`dose_calendar` (a plan's "up to N doses", laid out by :func:`parse_regimen`).
     """
 
     therapy: str
@@ -89,33 +101,40 @@ class TherapySchedule:
     days: tuple[int, ...] | None = None
     doses: tuple[float, ...] | None = None
     on_irae: str = "continue"
+    cut_at_horizon: bool = False
 
     def __post_init__(self) -> None:
-        if self.therapy not in THERAPIES:
-            raise ValueError(
-                f"therapy: unknown id {self.therapy!r}; expected one of {list(THERAPIES)}"
-            )
-        if self.on_irae not in IRAE_RULES:
-            raise ValueError(f"on_irae: got {self.on_irae!r}; expected one of {IRAE_RULES}")
+        if not isinstance(self.therapy, str) or self.therapy not in THERAPIES:
+            raise ValidationError(f"therapy: unknown id {self.therapy!r}; expected one of "
+                                  f"{list(THERAPIES)}")
+        if not isinstance(self.on_irae, str) or self.on_irae not in IRAE_RULES:
+            raise bad("on_irae", self.on_irae, f"one of {list(IRAE_RULES)}")
         check_dose(self.therapy, self.dose)
-        if self.interval_days < 1:
-            raise ValueError(f"interval_days: expected >= 1, got {self.interval_days}")
-        if self.n_doses < 0:
-            raise ValueError(f"n_doses: expected >= 0, got {self.n_doses}")
-        if self.start_day < 0:
-            raise ValueError(f"start_day: expected >= 0, got {self.start_day}")
+        integer("interval_days", self.interval_days, low=1, high=MAX_DAYS)
+        integer("n_doses", self.n_doses, low=0, high=MAX_SCHEDULE_DOSES)
+        integer("start_day", self.start_day, low=0, high=MAX_DAYS, hint=_DAY_HINT)
         if self.days is not None:
-            if any(d < 0 for d in self.days):
-                raise ValueError(f"days: expected non-negative days, got {self.days}")
-            if self.doses is not None and len(self.doses) != len(self.days):
-                raise ValueError(
-                    f"doses: expected one dose per day ({len(self.days)}), got {len(self.doses)}"
-                )
+            if isinstance(self.days, (str, bytes)) or not hasattr(self.days, "__len__"):
+                raise bad("days", self.days, "a tuple of dose days")
+            if len(self.days) > MAX_SCHEDULE_DOSES:
+                raise bad("days", f"<{len(self.days)} days>",
+                          f"at most {MAX_SCHEDULE_DOSES} dose days")
+            object.__setattr__(self, "days", tuple(
+                integer("days", d, low=0, high=MAX_DAYS - 1, hint=_DAY_HINT)
+                for d in self.days))
+            if self.doses is not None:
+                if isinstance(self.doses, (str, bytes)) or not hasattr(self.doses, "__len__"):
+                    raise bad("doses", self.doses, "a tuple of per-day doses")
+                if len(self.doses) != len(self.days):
+                    raise ValidationError(f"doses: got {len(self.doses)} doses; expected one "
+                                          f"per day ({len(self.days)})")
         if self.doses is not None:
             if self.days is None:
-                raise ValueError("doses: per-dose amounts need explicit days")
-            for amount in self.doses:
-                check_dose(self.therapy, amount, "doses")
+                raise ValidationError("doses: per-dose amounts need explicit days")
+            object.__setattr__(self, "doses", tuple(check_dose(self.therapy, amount, "doses")
+                                                    for amount in self.doses))
+        if not isinstance(self.cut_at_horizon, bool):
+            raise bad("cut_at_horizon", self.cut_at_horizon, "True or False")
 
     def dose_days(self) -> list[tuple[int, float]]:
         """(day, dose) pairs of this schedule, in order."""
@@ -137,10 +156,13 @@ STANDARD_SCHEDULES: dict[str, TherapySchedule] = {
     # Platinum doublet q3w x4 (KEYNOTE-024 control arm: 4-6 cycles).
     "chemo": TherapySchedule("chemo", interval_days=21, n_doses=4),
     # Stereotactic body radiotherapy 8 Gy x 3 to one lesion.
-    "radio": TherapySchedule("radio", dose=8.0, days=(0, 1, 2)),
+    "radio": TherapySchedule("radio", dose=RADIO_STANDARD_GY,
+                             days=tuple(range(RADIO_FRACTION_DAYS))),
     # Oral targeted therapy, daily until progression.
-    "targeted": TherapySchedule("targeted", interval_days=1, n_doses=100_000),
+    "targeted": TherapySchedule("targeted", interval_days=1, n_doses=MAX_SCHEDULE_DOSES),
 }
+"""The standard course of each therapy: what a bare therapy id means (the grammar's
+:data:`~immunegym.regimen_grammar.STANDARD_COURSE`, laid out in days)."""
 
 
 @dataclass(frozen=True)
@@ -152,17 +174,27 @@ class Regimen:
     schedules
         One schedule per therapy (a therapy appears at most once).
     name
-        Display name; the canonical ``"a+b"`` text for standard regimens.
+        Display name; the canonical text of the regimen for parsed regimens.
     """
 
     schedules: tuple[TherapySchedule, ...] = ()
     name: str = NO_THERAPY
 
     def __post_init__(self) -> None:
+        if isinstance(self.schedules, TherapySchedule) or not isinstance(
+                self.schedules, (tuple, list)):
+            raise bad("schedules", self.schedules, "a tuple of TherapySchedule")
+        object.__setattr__(self, "schedules", tuple(self.schedules))
+        for s in self.schedules:
+            if not isinstance(s, TherapySchedule):
+                raise bad("schedules", s, "TherapySchedule objects")
+        if not isinstance(self.name, str):
+            raise bad("name", self.name, "text")
         seen = [s.therapy for s in self.schedules]
         dupes = sorted({t for t in seen if seen.count(t) > 1})
         if dupes:
-            raise ValueError(f"schedules: therapy {dupes} appears more than once in a regimen")
+            raise ValidationError(f"schedules: therapy {dupes} appears more than once in a "
+                                  "regimen")
 
     @property
     def therapies(self) -> tuple[str, ...]:
@@ -180,53 +212,87 @@ class Regimen:
     def __str__(self) -> str:
         return self.name
 
+    def __repr__(self) -> str:
+        return f"Regimen({self.name!r}, therapies={list(self.therapies)})"
 
-def parse_regimen(regimen: str | Regimen, *, dose: float = 1.0) -> Regimen:
-    """The standard-schedule regimen of ``"anti_pd1+anti_ctla4"``-style text.
+
+def _schedule_from_pairs(therapy: str, pairs: list[tuple[int, float]]) -> TherapySchedule:
+    """One schedule giving ``(day, amount)`` pairs (repeating when they are regular)."""
+    base = STANDARD_SCHEDULES[therapy]
+    days = [d for d, _ in pairs]
+    amounts = [a for _, a in pairs]
+    steps = {b - a for a, b in zip(days, days[1:], strict=False)}
+    if len(set(amounts)) == 1 and len(steps) <= 1 and min(steps, default=1) >= 1:
+        return replace(base, interval_days=steps.pop() if steps else base.interval_days,
+                       n_doses=len(days), dose=amounts[0], start_day=days[0], days=None,
+                       doses=None, cut_at_horizon=True)
+    return replace(base, n_doses=len(days), dose=max(amounts), start_day=days[0],
+                   days=tuple(days), doses=tuple(amounts), cut_at_horizon=True)
+
+
+def plan_to_regimen(plan: RegimenPlan, dose: float = 1.0) -> Regimen:
+    """The day-by-day :class:`Regimen` of a grammar plan, over :data:`MAX_DAYS`.
+
+    An administration of anti-PD-1, anti-CTLA-4 or chemotherapy is one dose on its day;
+    of radiotherapy, ``8 Gy x dose`` on each of 3 consecutive days; of targeted therapy, a
+    daily dose for a 21-day cycle (or until the next administration, if sooner): the same
+    layout as the environments' cycles. Each therapy keeps its standard irAE rule. A plan
+    that is one bare therapy set (``"anti_pd1+anti_ctla4"``) gives exactly
+    :data:`STANDARD_SCHEDULES`.
+    """
+    if plan.is_standard:
+        schedules = tuple(STANDARD_SCHEDULES[t].scaled(STANDARD_SCHEDULES[t].dose * d * dose)
+                          for t, d in plan.phases[0].therapies)
+        return Regimen(schedules, "+".join(t for t, _ in plan.phases[0].therapies)
+                       or NO_THERAPY)
+    pairs: dict[str, list[tuple[int, float]]] = {}
+    for therapy, given in plan.administrations(MAX_DAYS).items():
+        out: list[tuple[int, float]] = []
+        for k, (day, multiple) in enumerate(given):
+            amount = multiple * dose
+            if therapy == "radio":
+                out.extend((day + f, amount * RADIO_STANDARD_GY)
+                           for f in range(RADIO_FRACTION_DAYS))
+            elif therapy == "targeted":
+                following = given[k + 1][0] if k + 1 < len(given) else MAX_DAYS
+                length = min(TARGETED_CYCLE_DAYS, following - day)
+                out.extend((day + f, amount) for f in range(length))
+            else:
+                out.append((day, amount))
+        out = [(d, a) for d, a in out if d < MAX_DAYS]
+        if out:
+            pairs[therapy] = out
+    schedules = tuple(_schedule_from_pairs(t, pairs[t]) for t in THERAPIES if t in pairs)
+    return Regimen(schedules, str(plan))
+
+
+def parse_regimen(regimen: object, *, dose: float = 1.0, field: str = "regimen") -> Regimen:
+    """The :class:`Regimen` of regimen text in the package's one grammar.
 
     Parameters
     ----------
     regimen
-        Therapy ids joined by ``"+"``, or ``"none"`` (untreated). A :class:`Regimen` is
-        returned unchanged.
+        Text in :mod:`immunegym.regimen_grammar` (``"anti_pd1"``,
+        ``"anti_pd1+anti_ctla4 q3w x4 -> anti_pd1"``, ``"nivolumab_ipilimumab"``,
+        ``"none"``), a :class:`~immunegym.regimen_grammar.RegimenPlan`, or a
+        :class:`Regimen` (returned unchanged). A bare therapy set gives each therapy its
+        standard course (:data:`STANDARD_SCHEDULES`: chemo q3w x4, anti-CTLA-4 x4,
+        anti-PD-1 up to 35 doses, SBRT 8 Gy x 3, targeted daily).
     dose
         Dose multiple applied to every therapy (radiotherapy: multiple of 8 Gy).
+    field
+        The argument's name, for the error message.
 
     Raises
     ------
-    ValueError
-        If a component is not a therapy id (the message lists the valid ids), or the dose
-        is negative.
+    ValidationError
+        The grammar's one regimen error (the grammar, the known names, and what is wrong),
+        or a negative dose.
     """
     if isinstance(regimen, Regimen):
         return regimen
-    if not isinstance(regimen, str) or not regimen.strip():
-        raise ValueError(
-            f"regimen: expected therapy ids joined by '+' or {NO_THERAPY!r}, got {regimen!r}"
-        )
-    if not (math.isfinite(dose) and dose >= 0):
-        raise ValueError(f"dose: expected a non-negative number, got {dose}")
-    text = regimen.strip()
-    if text == NO_THERAPY:
-        return Regimen((), NO_THERAPY)
-    parts = [p.strip() for p in text.split("+")]
-    twice = sorted({p for p in parts if parts.count(p) > 1})
-    if twice:
-        raise ValueError(f"regimen: {regimen!r} names {twice} more than once; each therapy "
-                         f"appears once, from {list(THERAPIES)}")
-    unknown = [p for p in parts if p not in THERAPIES]
-    if unknown:
-        raise ValueError(
-            f"regimen: {regimen!r} contains unknown therapy {unknown}; expected ids from "
-            f"{list(THERAPIES)} joined by '+', or {NO_THERAPY!r}"
-        )
-    schedules = []
-    for therapy in THERAPIES:
-        if therapy in parts:
-            base = STANDARD_SCHEDULES[therapy]
-            schedules.append(base.scaled(base.dose * dose))
-    ordered = "+".join(s.therapy for s in schedules)
-    return Regimen(tuple(schedules), ordered)
+    dose = number("dose", dose, low=0)
+    return plan_to_regimen(parse_plan(regimen, field), dose)
 
 
 def dose_calendar(regimen: str | Regimen, n_days: int, *, strict: bool = True) -> np.ndarray:
@@ -234,14 +300,16 @@ def dose_calendar(regimen: str | Regimen, n_days: int, *, strict: bool = True) -
 
     Repeating schedules are cut at the horizon ("up to 35 cycles"); explicit dose ``days``
     past the horizon are an error when ``strict``, since the caller asked for a dose the
-    simulation would silently never give.
+    simulation would silently never give (schedules laid out from a plan, marked
+    ``cut_at_horizon``, are cut instead).
 
     Parameters
     ----------
     regimen
         A :class:`Regimen` or regimen text.
     n_days
-        Horizon in days (the calendar covers days ``0 .. n_days - 1``).
+        Horizon in days (the calendar covers days ``0 .. n_days - 1``), at most
+        :data:`MAX_DAYS`.
     strict
         Raise if a custom schedule names a day at or past the horizon.
 
@@ -250,22 +318,27 @@ def dose_calendar(regimen: str | Regimen, n_days: int, *, strict: bool = True) -
     numpy.ndarray
         ``(n_days, len(THERAPIES))`` float32 doses.
     """
-    if n_days < 1:
-        raise ValueError(f"n_days: expected >= 1, got {n_days}")
+    n_days = integer("n_days", n_days, low=1, high=MAX_DAYS, hint=_DAY_HINT)
     regimen = parse_regimen(regimen)
     calendar = np.zeros((n_days, len(THERAPIES)), dtype=np.float32)
     for schedule in regimen.schedules:
         column = THERAPIES.index(schedule.therapy)
+        check = strict and not schedule.cut_at_horizon
+        if schedule.days is None:
+            if check and schedule.n_doses and schedule.start_day >= n_days:
+                raise ValidationError(
+                    f"start_day: schedule of {schedule.therapy} starts on day "
+                    f"{schedule.start_day}, past the horizon of {n_days} days")
+            # Repeating schedule: a strided slice, cut at the horizon.
+            stop = schedule.start_day + schedule.n_doses * schedule.interval_days
+            calendar[schedule.start_day:min(stop, n_days):schedule.interval_days,
+                     column] += schedule.dose
+            continue
         pairs = schedule.dose_days()
-        if strict and schedule.days is not None and pairs and pairs[-1][0] >= n_days:
-            raise ValueError(
+        if check and pairs and pairs[-1][0] >= n_days:
+            raise ValidationError(
                 f"days: schedule of {schedule.therapy} gives a dose on day {pairs[-1][0]}, "
                 f"past the horizon of {n_days} days (last day {n_days - 1})"
-            )
-        if strict and schedule.days is None and schedule.n_doses and schedule.start_day >= n_days:
-            raise ValueError(
-                f"start_day: schedule of {schedule.therapy} starts on day "
-                f"{schedule.start_day}, past the horizon of {n_days} days"
             )
         for day, amount in pairs:
             if day < n_days:

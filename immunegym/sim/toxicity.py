@@ -107,8 +107,7 @@ class ProtocolRules:
     unfit_load: float = 1.5
 
     def __post_init__(self) -> None:
-        def bad(name: str, value: object, expected: str) -> ValueError:
-            return ValueError(f"{name}: got {value!r}; expected {expected}")
+        from immunegym.validation import bad
 
         for name in ("delay_days", "max_reductions", "irae_hold_days", "targeted_hold_days"):
             value = getattr(self, name)
@@ -130,7 +129,7 @@ class ProtocolRules:
 DEFAULT_RULES = ProtocolRules()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # TensorTree.__repr__: sizes, not tensors
 class ToxPatients(TensorTree):
     """Per-patient toxicity parameters, each ``(n,)``.
 
@@ -190,7 +189,7 @@ def typical_tox_patients(rates: dict[str, float], n: int,
                        ones.clone())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # TensorTree.__repr__: sizes, not tensors
 class ToxState(TensorTree):
     """Toxicity and treatment-administration state of ``n`` patients.
 

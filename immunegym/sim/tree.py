@@ -67,3 +67,10 @@ class TensorTree:
     @property
     def n(self) -> int:
         return int(tree_leaves(self)[0].shape[0])
+
+    def __repr__(self) -> str:
+        # One line of sizes: the default dataclass repr would print every tensor.
+        leaves = tree_leaves(self)
+        device = leaves[0].device if leaves else "cpu"
+        return (f"{type(self).__name__}(n={self.n if leaves else 0}, {len(leaves)} tensors, "
+                f"{self.nbytes() / 1024:,.1f} KiB on {device})")

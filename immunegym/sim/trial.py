@@ -1,4 +1,4 @@
-"""Virtual clinical trials: one arm, standard schedules, fixed follow-up.
+"""Virtual clinical trials: one arm, a regimen in the package grammar, fixed follow-up.
 
 :func:`run_trial` is the calibration contract: ``run_trial(cancer_type, regimen, n_patients,
 seed)`` returns objective response rate (confirmed RECIST CR + PR, intention to treat), the
@@ -15,17 +15,21 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
 
+from immunegym.regimen_grammar import RegimenPlan
 from immunegym.sim.outcomes import CR, PR, RESPONSE_CODES
 from immunegym.sim.parameters import PHENOTYPES, ParameterSet
 from immunegym.sim.simulator import TRIAL_IMAGING, ImmuneSim, Simulation
-from immunegym.sim.therapy import Regimen, parse_regimen
+from immunegym.sim.therapy import MAX_DAYS, Regimen, parse_regimen
 from immunegym.sim.toxicity import DEATH_CAUSES, DEFAULT_RULES, ProtocolRules
+from immunegym.validation import bad, integer
+from immunegym.validation import seed as check_seed
 
 FOLLOW_UP_DAYS = 730
 """Follow-up of a virtual trial: two years."""
@@ -91,6 +95,19 @@ class TrialResult:
     median_pfs_ci: tuple[float, float]
     best_response: dict[str, int]
     patients: pd.DataFrame = field(repr=False)
+
+    # Summaries that are undefined, not wrong, in small or short trials: NaN when there is
+    # no responder, inf (and an open interval) when the median PFS is not reached.
+    UNDEFINED_WHEN_EMPTY: ClassVar[frozenset[str]] = frozenset({
+        "median_time_to_response_days", "responder_progression_rate", "median_pfs_days",
+        "median_pfs_ci"})
+
+    def __repr__(self) -> str:
+        return (f"TrialResult({self.cancer_type}, {self.regimen!r}, n={self.n_patients}, "
+                f"seed={self.seed}, {self.follow_up_days} days: ORR {self.orr:.3f} "
+                f"[{self.orr_ci[0]:.3f}, {self.orr_ci[1]:.3f}], grade>=3 AE "
+                f"{self.grade3_ae_rate:.3f}, median PFS {self.median_pfs_days:g} d; "
+                f".patients: {len(self.patients)} rows, .summary() for all fields)")
 
     def summary(self) -> dict[str, object]:
         """JSON-ready summary (no per-patient table)."""
@@ -196,7 +213,7 @@ def summarize(sim: Simulation, rows: np.ndarray | slice = slice(None), *, cancer
 
 def run_trial(
     cancer_type: str,
-    regimen: str | Regimen,
+    regimen: str | Regimen | RegimenPlan,
     n_patients: int,
     seed: int,
     *,
@@ -206,25 +223,31 @@ def run_trial(
     driver: str | None = None,
     rules: ProtocolRules = DEFAULT_RULES,
 ) -> TrialResult:
-    """Simulate one trial arm under the regimen's standard schedules.
+    """Simulate one trial arm under a regimen in the package's one grammar.
 
     Parameters
     ----------
     cancer_type
         Cancer-type id, e.g. ``"melanoma"``.
     regimen
-        Therapy ids joined by ``"+"`` (``"anti_pd1"``, ``"anti_pd1+anti_ctla4"``) or
-        ``"none"``, or a :class:`~immunegym.sim.therapy.Regimen` with custom schedules.
+        Regimen text (:mod:`immunegym.regimen_grammar`): therapy ids joined by ``"+"``
+        (``"anti_pd1"``, ``"anti_pd1+anti_ctla4"``, each at its standard course: chemo q3w
+        x4, anti-CTLA-4 x4, anti-PD-1 up to 35 doses), phases
+        (``"anti_pd1+anti_ctla4 q3w x4 -> anti_pd1"``), a standard regimen's name
+        (``"nivolumab_ipilimumab"``), ``"none"``; a
+        :class:`~immunegym.regimen_grammar.RegimenPlan`; or a
+        :class:`~immunegym.sim.therapy.Regimen` with custom schedules.
     n_patients
-        Number of virtual patients (>= 1).
+        Number of virtual patients (1 .. :data:`~immunegym.sim.simulator.MAX_PATIENTS`,
+        and within the memory limit ``IMMUNEGYM_MAX_MEMORY_GB``).
     seed
-        Seed of the trial's generator.
+        Seed of the trial's generator (0 .. 2**63 - 1).
     params
         Parameter set (the calibrated one by default).
     follow_up_days
-        Follow-up in days.
+        Follow-up in days since treatment start (1 .. 3650).
     device
-        Torch device.
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     driver
         Enrol only driver-positive patients (the cancer type's driver name, e.g.
         ``"BRAF_V600"``) or only ``"wild_type"``; ``None`` for everyone.
@@ -236,12 +259,22 @@ def run_trial(
     TrialResult
         Response, toxicity, discontinuation, deaths and PFS with confidence intervals, and
         the per-patient table.
+
+    Raises
+    ------
+    ValidationError
+        For any argument out of its contract, before any patient is simulated.
     """
-    if not isinstance(n_patients, int) or isinstance(n_patients, bool) or n_patients <= 0:
-        raise ValueError(f"n_patients: expected a positive integer, got {n_patients!r}")
+    # Every argument is checked before anything is drawn or allocated.
     parsed = parse_regimen(regimen)
+    seed = check_seed("seed", seed)
+    follow_up_days = integer("follow_up_days", follow_up_days, low=1, high=MAX_DAYS,
+                             hint=f"days since treatment start, at most {MAX_DAYS}")
+    if not isinstance(rules, ProtocolRules):
+        raise bad("rules", rules, "a ProtocolRules")
     sim = ImmuneSim(params, device=device, seed=seed)
-    sim.params.cancer(cancer_type)  # clear error before any work
+    sim.check_cancer_type(cancer_type)
+    n_patients = sim.check_patient_count("n_patients", n_patients)
     patients = sim.sample_patients(cancer_type, n_patients, driver=driver)
     course = sim.run(patients, parsed, follow_up_days, imaging=TRIAL_IMAGING, rules=rules)
     return summarize(course, cancer_type=cancer_type, regimen=parsed.name, seed=seed)
