@@ -193,7 +193,8 @@ def test_convention_translates_codes():
     assert harmonize_labels(codes) == [None] * 11  # codes alone mean nothing
     out = harmonize_labels(codes, convention="sade_feldman_2018")
     assert out[0] == "b_cell" and out[5] == "cd8_exhausted" and out[6] == "treg"
-    with pytest.raises(ValueError, match="convention='nope' is not known"):
+    with pytest.raises(ValueError,
+                       match=r"convention: got 'nope'; expected one of \['sade_feldman_2018'\]"):
         harmonize_labels(codes, convention="nope")
 
 

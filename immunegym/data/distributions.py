@@ -21,6 +21,7 @@ import pandas as pd
 from immunegym.data.programs import DEFAULT_PROGRAMS, score_cells
 from immunegym.data.schema import (
     DataValidationError,
+    check_days,
     get_fields,
     validate_anndata,
 )
@@ -33,6 +34,7 @@ from immunegym.ontology import (
     default_ontology,
 )
 from immunegym.ontology.tree import SplitPrior
+from immunegym.validation import ValidationError, bad, boolean
 
 SAMPLE_COLUMNS = ("patient", "time", "therapy", "response")
 _KIND = "SampleDistributions"
@@ -74,20 +76,31 @@ class SampleDistributions:
         self.n_excluded = np.asarray(self.n_excluded, dtype=np.float64)
         n, k = len(self.samples), len(self.nodes)
         if self.counts.shape != (n, k):
-            raise ValueError(f"counts has shape {self.counts.shape}, expected {(n, k)}")
+            raise ValidationError(f"counts has shape {self.counts.shape}, expected {(n, k)}")
         if self.n_excluded.shape != (n,):
-            raise ValueError(f"n_excluded has shape {self.n_excluded.shape}, expected {(n,)}")
+            raise ValidationError(f"n_excluded has shape {self.n_excluded.shape}, expected {(n,)}")
         missing = [c for c in SAMPLE_COLUMNS if c not in self.samples.columns]
         if missing:
-            raise ValueError(f"samples lacks columns {missing}; expected {list(SAMPLE_COLUMNS)}")
+            raise ValidationError(
+                f"samples lacks columns {missing}; expected {list(SAMPLE_COLUMNS)}")
         _check_counts(self.counts, list(self.samples.index), self.nodes, "counts")
         if self.program_scores is not None and self.program_scores.shape != (
             n, k, len(self.programs)
         ):
-            raise ValueError(
+            raise ValidationError(
                 f"program_scores has shape {self.program_scores.shape}, expected "
                 f"{(n, k, len(self.programs))}"
             )
+
+    def __repr__(self) -> str:
+        n_patients = self.samples["patient"].nunique()
+        timed = int(self.samples["time"].notna().sum())
+        programs = f", {len(self.programs)} programs" if self.programs else ""
+        return (
+            f"SampleDistributions({len(self.samples)} samples of {n_patients} patients, "
+            f"{len(self.nodes)} nodes, {int(self.counts.sum()):,} cells counted + "
+            f"{int(self.n_excluded.sum()):,} excluded, {timed} timed{programs})"
+        )
 
     # ------------------------------------------------------------------ views
     @property
@@ -132,7 +145,13 @@ class SampleDistributions:
 
     def subset(self, mask: np.ndarray | Sequence[bool]) -> SampleDistributions:
         """A new object with the samples where ``mask`` is true."""
-        mask = np.asarray(mask, dtype=bool)
+        raw = np.asarray(mask)
+        if raw.shape != (len(self.samples),) or raw.dtype.kind not in "b":
+            raise bad("mask", f"<{raw.dtype} array of shape {raw.shape}>",
+                      f"a boolean mask of shape ({len(self.samples)},), one per sample")
+        mask = raw.astype(bool)
+        if not mask.any():
+            raise bad("mask", "<all False>", "at least one sample kept")
         return SampleDistributions(
             samples=self.samples[mask].copy(),
             nodes=list(self.nodes),
@@ -166,23 +185,26 @@ class SampleDistributions:
     def load(cls, path: str | os.PathLike[str]) -> SampleDistributions:
         """Read a file written by :meth:`save` (no pickle involved)."""
         arrays, meta = load_arrays(path, _KIND)
-        samples = pd.DataFrame(
-            {
-                "patient": meta["patients"],
-                "time": arrays["time"],
-                "therapy": np.array(meta["therapy"], dtype=object),
-                "response": arrays["response"],
-            },
-            index=pd.Index(meta["sample_ids"], name="sample"),
-        )
-        return cls(
-            samples=samples,
-            nodes=meta["nodes"],
-            counts=arrays["counts"],
-            n_excluded=arrays["n_excluded"],
-            programs=tuple(meta["programs"]),
-            program_scores=arrays.get("program_scores"),
-        )
+        try:
+            samples = pd.DataFrame(
+                {
+                    "patient": meta["patients"],
+                    "time": arrays["time"],
+                    "therapy": np.array(meta["therapy"], dtype=object),
+                    "response": arrays["response"],
+                },
+                index=pd.Index(meta["sample_ids"], name="sample"),
+            )
+            return cls(
+                samples=samples,
+                nodes=meta["nodes"],
+                counts=arrays["counts"],
+                n_excluded=arrays["n_excluded"],
+                programs=tuple(meta["programs"]),
+                program_scores=arrays.get("program_scores"),
+            )
+        except KeyError as err:
+            raise bad("path", str(path), f"a complete {_KIND} file (it lacks {err})") from None
 
 
 def _check_counts(counts: np.ndarray, samples: Sequence[str], columns: Sequence[str],
@@ -222,13 +244,12 @@ def _samples_frame(
     """
     out = pd.DataFrame(index=pd.Index([str(s) for s in sample_ids], name="sample"))
     out["patient"] = table[patient_col].astype(str).to_numpy()
-    out["time"] = pd.to_numeric(table[time_col]).to_numpy(float) if time_col else np.nan
-    if time_col is not None and (np.isnan(out["time"]).any() or (out["time"] < 0).any()):
-        bad = out.index[np.isnan(out["time"]) | (out["time"] < 0)][0]
-        raise DataValidationError(
-            f"{time_col}: sample {bad!r} has time {out.loc[bad, 'time']}; expected days from "
-            "treatment start (>= 0)"
-        )
+    if time_col:
+        times = pd.to_numeric(table[time_col], errors="coerce").to_numpy(float)
+        check_days(time_col, times, list(out.index), what="sample")
+        out["time"] = times
+    else:
+        out["time"] = np.nan
     regimens = [parse_regimen(v, therapy_col) for v in table[therapy_col]] if therapy_col \
         else [None] * len(out)
     out["therapy"] = np.array(
@@ -277,6 +298,14 @@ def sample_distributions(
     UnmappedLabelError
         In strict mode, naming the label column and the unrecognised labels.
     """
+    if not isinstance(adata, ad.AnnData):
+        raise DataValidationError(
+            f"adata: got {type(adata).__name__}; expected an anndata.AnnData registered with "
+            "immunegym.data.setup_anndata"
+        )
+    strict = boolean("strict", strict)
+    if programs is not None:
+        _check_programs(programs)
     registry = get_fields(adata)
     validate_anndata(adata, registry)
     onto = ontology or default_ontology()
@@ -286,6 +315,8 @@ def sample_distributions(
         report = harmonizer.harmonize(labels, strict=strict)
     except UnmappedLabelError as err:
         raise UnmappedLabelError(f"label_key={registry.label_key!r}: {err}") from None
+    except ValidationError as err:
+        raise DataValidationError(f"label_key={registry.label_key!r}: {err}") from None
 
     node_index = {n: i for i, n in enumerate(onto.ids)}
     per_unique = np.array(
@@ -324,6 +355,19 @@ def sample_distributions(
         programs=program_names,
         program_scores=program_scores,
     )
+
+
+def _check_programs(programs: object) -> None:
+    if not isinstance(programs, Mapping):
+        raise bad("programs", programs, "a mapping program name -> gene symbols ({} to skip)")
+    for name, genes in programs.items():
+        if not isinstance(name, str):
+            raise bad("programs", name, "str program names")
+        if isinstance(genes, str | bytes) or not isinstance(genes, Sequence | np.ndarray):
+            raise bad(f"programs[{name!r}]", genes, "a sequence of gene symbols (a list, "
+                      "not one string)")
+        if not all(isinstance(g, str) for g in genes):
+            raise bad(f"programs[{name!r}]", list(genes), "gene symbols as str")
 
 
 def _mean_by_sample_node(
@@ -366,6 +410,18 @@ def from_counts_table(
     UnmappedLabelError
         In strict mode (the default), when a count column's label is unrecognised.
     """
+    if not isinstance(table, pd.DataFrame):
+        raise bad("table", type(table).__name__, "a pandas DataFrame, one row per sample")
+    if isinstance(count_columns, str | bytes) or not isinstance(count_columns, Sequence | pd.Index
+                                                                 | np.ndarray):
+        raise bad("count_columns", count_columns, "a sequence of column names (a list, not one "
+                  "string)")
+    if len(count_columns) == 0:
+        raise bad("count_columns", list(count_columns), "at least one count column")
+    for name, col in (("sample_col", sample_col), ("patient_col", patient_col)):
+        if not isinstance(col, str):
+            raise bad(name, col, "a column name (str)")
+    strict = boolean("strict", strict)
     required = [sample_col, patient_col, *count_columns]
     required += [c for c in (time_col, therapy_col, response_col) if c]
     missing = [c for c in required if c not in table.columns]
@@ -387,6 +443,8 @@ def from_counts_table(
         report = harmonizer.harmonize(list(count_columns), strict=strict)
     except UnmappedLabelError as err:
         raise UnmappedLabelError(f"count columns: {err}") from None
+    except ValidationError as err:
+        raise DataValidationError(f"count_columns: {err}") from None
     node_index = {n: i for i, n in enumerate(onto.ids)}
     counts = np.zeros((len(samples), len(onto.ids)))
     n_excluded = np.zeros(len(samples))

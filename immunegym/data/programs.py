@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from immunegym.validation import ValidationError, bad
+
 DEFAULT_PROGRAMS: dict[str, tuple[str, ...]] = {
     "cytotoxicity": ("GZMB", "PRF1", "NKG7", "GNLY", "GZMA", "GZMH"),
     "exhaustion": ("PDCD1", "HAVCR2", "TOX", "LAG3", "TIGIT", "CXCL13", "ENTPD1"),
@@ -47,9 +49,19 @@ def score_cells(
         ``(n_cells, n_programs)`` float; a column is NaN when none of its genes is present.
     """
     lookup = {str(g).upper(): i for i, g in enumerate(var_names)}
-    x = sp.csr_matrix(x, dtype=np.float64)
+    try:
+        x = sp.csr_matrix(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise bad("x", type(x).__name__, "a 2-D numeric matrix (cells x genes)") from None
+    if x.shape[1] != len(var_names):
+        raise bad("var_names", f"<{len(var_names)} names>",
+                  f"one gene symbol per column of x ({x.shape[1]})")
+    if x.nnz and not np.isfinite(x.data).all():
+        raise bad("x", "<matrix with non-finite values>", "finite, non-negative counts")
     if x.nnz and x.data.min() < 0:
-        raise ValueError("expression: counts must be non-negative; got negative values in X")
+        raise ValidationError(
+            "expression: counts must be non-negative; got negative values in X"
+        )
     library = np.asarray(x.sum(axis=1)).ravel()
     scale = np.divide(1e4, library, out=np.zeros_like(library), where=library > 0)
     normalized = sp.diags(scale) @ x

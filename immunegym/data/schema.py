@@ -18,13 +18,45 @@ import numpy as np
 import pandas as pd
 
 from immunegym.data.vocab import parse_regimen, parse_response
+from immunegym.validation import ValidationError, existing_file
 
 UNS_KEY = "immunegym"
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Times are days from treatment start; more than ten years of days is a unit mistake (hours,
+# seconds, a date) far more often than a real follow-up.
+MAX_DAYS = 3653.0
+_REQUIRED_KEYS = ("patient_key", "sample_key", "label_key")
+_OPTIONAL_KEYS = ("time_key", "therapy_key", "response_key")
 
 
-class DataValidationError(ValueError):
+class DataValidationError(ValidationError):
     """Input data that does not follow the immunegym schema; the message says where."""
+
+
+class MissingFileError(DataValidationError, FileNotFoundError):
+    """A data file that does not exist (also a :class:`FileNotFoundError`)."""
+
+
+def check_days(field: str, times: np.ndarray, where: list[str], what: str = "cell") -> None:
+    """Refuse NaN, infinite, negative or implausibly large times (days from treatment start).
+
+    ``where`` names each value's row (cell or sample id) for the message.
+    """
+    times = np.asarray(times, dtype=float)
+    for mask, problem in (
+        (~np.isfinite(times), "is not a finite number"),
+        (times < 0, "is negative"),
+        (times > MAX_DAYS, f"is more than {MAX_DAYS:g} days (10 years) after treatment start; "
+         "were the times given in hours, seconds or as dates?"),
+    ):
+        with np.errstate(invalid="ignore"):
+            hit = np.flatnonzero(mask)
+        if len(hit):
+            i = int(hit[0])
+            raise DataValidationError(
+                f"{field}: got {float(times[i])} for {what} {where[i]!r} ({len(hit)} such "
+                f"values); expected days from treatment start in 0..{MAX_DAYS:g} (the value "
+                f"{problem})"
+            )
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,10 @@ class AnnDataFields:
     therapy_key: str | None = None
     response_key: str | None = None
     label_convention: str | None = None
+
+    def __repr__(self) -> str:
+        set_fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if v is not None)
+        return f"AnnDataFields({set_fields})"
 
     def to_dict(self) -> dict[str, str | None]:
         """The fields as a plain dict (stored in ``adata.uns``)."""
@@ -117,6 +153,28 @@ def setup_anndata(
         non-numeric or negative time, an unknown therapy or response label, or a sample
         category with zero cells.
     """
+    if not isinstance(adata, ad.AnnData):
+        raise DataValidationError(
+            f"adata: got {type(adata).__name__}; expected an anndata.AnnData of cells "
+            "(read one with immunegym.data.read_h5ad)"
+        )
+    keys = {"patient_key": patient_key, "sample_key": sample_key, "label_key": label_key,
+            "time_key": time_key, "therapy_key": therapy_key, "response_key": response_key}
+    for role, column in keys.items():
+        if column is None and role in _REQUIRED_KEYS:
+            raise DataValidationError(
+                f"{role}: got None; expected the name of an adata.obs column (required); "
+                f"columns: {list(adata.obs.columns)}"
+            )
+        if column is not None and not isinstance(column, str):
+            raise DataValidationError(
+                f"{role}: got {column!r} ({type(column).__name__}); expected the name of an "
+                f"adata.obs column as a str; columns: {list(adata.obs.columns)}"
+            )
+    if label_convention is not None:
+        from immunegym.ontology.conventions import get_convention
+
+        get_convention(label_convention)
     registry = AnnDataFields(
         patient_key=patient_key,
         sample_key=sample_key,
@@ -153,9 +211,13 @@ def get_fields(adata: ad.AnnData) -> AnnDataFields:
 
 def _column(adata: ad.AnnData, role: str, column: str) -> pd.Series:
     if column not in adata.obs.columns:
+        import difflib
+
+        near = difflib.get_close_matches(column, [str(c) for c in adata.obs.columns], n=1)
+        tip = f" (did you mean {near[0]!r}?)" if near else ""
         raise DataValidationError(
-            f"{role}={column!r}: adata.obs has no column {column!r}; available columns: "
-            f"{list(adata.obs.columns)}"
+            f"{role}={column!r}: adata.obs has no column {column!r}{tip}; expected one of the "
+            f"columns {list(adata.obs.columns)}"
         )
     return adata.obs[column]
 
@@ -221,6 +283,12 @@ def validate_anndata(adata: ad.AnnData, registry: AnnDataFields) -> None:
                 f"cell {_first(adata.obs_names, negative)!r} is negative; expected days from "
                 "treatment start (>= 0)"
             )
+        values = time.to_numpy(dtype=float)
+        suspicious = ~np.isfinite(values) | (values > MAX_DAYS)
+        if suspicious.any():
+            i = int(np.flatnonzero(suspicious)[0])
+            check_days(f"time_key={registry.time_key!r}", values[i:i + 1],
+                       [str(adata.obs_names[i])])
 
     for role in ("therapy_key", "response_key"):
         if role not in cols:
@@ -253,19 +321,22 @@ def read_h5ad(path: str | os.PathLike[str]) -> ad.AnnData:
 
     Raises
     ------
-    FileNotFoundError
-        If the path does not exist.
+    MissingFileError
+        If the path does not exist (a :class:`FileNotFoundError` and a
+        :class:`DataValidationError`).
     DataValidationError
-        If the file is not an HDF5/h5ad file.
+        If the path is a directory, not an HDF5 file, or an HDF5 file that is not an AnnData.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"h5ad file {str(path)!r} does not exist")
-    with path.open("rb") as handle:
-        head = handle.read(8)
-    if head != _HDF5_SIGNATURE:
+    try:
+        checked = existing_file("path", path, hdf5=True)
+    except ValidationError as err:
+        if isinstance(path, str | os.PathLike) and not Path(path).exists():
+            raise MissingFileError(str(err)) from None
+        raise DataValidationError(str(err)) from None
+    try:
+        return ad.read_h5ad(checked)
+    except Exception as err:  # h5py/anndata raise many types for a damaged or foreign file
         raise DataValidationError(
-            f"file {str(path)!r} is not an h5ad file (no HDF5 signature); expected an AnnData "
-            "written with adata.write_h5ad"
-        )
-    return ad.read_h5ad(path)
+            f"path: got {str(checked)!r}; expected an AnnData .h5ad file, but it could not be "
+            f"read as one ({type(err).__name__}: {err})"
+        ) from None

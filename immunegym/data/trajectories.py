@@ -21,6 +21,7 @@ from immunegym.data.storage import load_arrays, save_arrays
 from immunegym.data.vocab import THERAPIES, parse_regimen
 from immunegym.ontology import CellOntology, default_ontology
 from immunegym.ontology.tree import SplitPrior
+from immunegym.validation import bad, memory_budget
 
 _KIND = "PatientTrajectories"
 _TENSOR_FIELDS = (
@@ -84,6 +85,16 @@ class PatientTrajectories:
     def __len__(self) -> int:
         return len(self.patients)
 
+    def __repr__(self) -> str:
+        n_samples = int(self.mask.sum())
+        known = self.response[~torch.isnan(self.response)]
+        responders = f", {int(known.sum())}/{len(known)} responders" if len(known) else ""
+        return (
+            f"PatientTrajectories({len(self.patients)} patients, {n_samples} samples "
+            f"(up to {self.max_len} each), {len(self.nodes)} columns, "
+            f"{len(self.therapies)} therapies{responders}; device={self.times.device})"
+        )
+
     @property
     def max_len(self) -> int:
         """``T``: the longest trajectory."""
@@ -96,6 +107,9 @@ class PatientTrajectories:
 
     def to(self, device: str | torch.device) -> PatientTrajectories:
         """A copy with every tensor on ``device``."""
+        from immunegym.validation import device as check_device
+
+        device = check_device("device", device)
         moved = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
         rest = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in moved}
         return PatientTrajectories(**rest, **moved)
@@ -115,13 +129,16 @@ class PatientTrajectories:
     def load(cls, path: str | os.PathLike[str]) -> PatientTrajectories:
         """Read a file written by :meth:`save`."""
         arrays, meta = load_arrays(path, _KIND)
-        return cls(
-            patients=list(meta["patients"]),
-            sample_ids=[list(s) for s in meta["sample_ids"]],
-            nodes=list(meta["nodes"]),
-            therapies=tuple(meta["therapies"]),
-            **{name: torch.from_numpy(arrays[name].copy()) for name in _TENSOR_FIELDS},
-        )
+        try:
+            return cls(
+                patients=list(meta["patients"]),
+                sample_ids=[list(s) for s in meta["sample_ids"]],
+                nodes=list(meta["nodes"]),
+                therapies=tuple(meta["therapies"]),
+                **{name: torch.from_numpy(arrays[name].copy()) for name in _TENSOR_FIELDS},
+            )
+        except KeyError as err:
+            raise bad("path", str(path), f"a complete {_KIND} file (it lacks {err})") from None
 
 
 def build_trajectories(
@@ -150,12 +167,20 @@ def build_trajectories(
     DataValidationError
         If a sample has no time, or a patient has two samples at the same time.
     """
+    if not isinstance(distributions, SampleDistributions):
+        raise bad("distributions", type(distributions).__name__,
+                  "a SampleDistributions (from immunegym.data.sample_distributions)")
+    if ontology is not None and not isinstance(ontology, CellOntology):
+        raise bad("ontology", ontology, "a CellOntology or None (the package default)")
     onto = ontology or default_ontology()
+    onto.level(level)  # an unknown level is named before any work
+    if split_prior is not None:
+        split_prior = onto.check_prior(split_prior, "split_prior")
     table = distributions.samples
     if table["time"].isna().any():
-        bad = table.index[table["time"].isna()][0]
+        untimed = table.index[table["time"].isna()][0]
         raise DataValidationError(
-            f"time: sample {bad!r} has no time; trajectories need days from treatment start "
+            f"time: sample {untimed!r} has no time; trajectories need days from treatment start "
             "for every sample (register time_key in setup_anndata)"
         )
     if split_prior is None:
@@ -170,6 +195,10 @@ def build_trajectories(
     patients = [str(p) for p in groups.groups]
     max_len = int(groups.size().max())
     n_patients, n_nodes, n_therapies = len(patients), len(nodes), len(THERAPIES)
+    # Padding to the longest trajectory: one patient with many samples widens every row.
+    memory_budget("distributions", f"<{n_patients} patients, up to {max_len} samples>",
+                  n_patients * max_len * (3 * n_nodes + n_therapies + 8) * 4,
+                  "the padded trajectory tensors")
     times = np.zeros((n_patients, max_len), np.float32)
     mask = np.zeros((n_patients, max_len), bool)
     counts = np.zeros((n_patients, max_len, n_nodes), np.float32)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from immunegym.validation import choice
+
 # Sade-Feldman et al., Cell 2018 (GSE120575), Figure 1: the 11 CD45+ clusters.
 SADE_FELDMAN_2018: dict[str, str] = {
     "G1": "B cells",
@@ -32,12 +34,7 @@ def get_convention(name: str) -> Mapping[str, str]:
 
     Raises
     ------
-    ValueError
+    ValidationError
         If ``name`` is not a known convention; the message lists the known ones.
     """
-    try:
-        return CONVENTIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"convention={name!r} is not known; expected one of {sorted(CONVENTIONS)}"
-        ) from None
+    return CONVENTIONS[choice("convention", name, sorted(CONVENTIONS))]

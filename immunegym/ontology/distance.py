@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from immunegym.ontology.tree import CellOntology, default_ontology
+from immunegym.validation import ValidationError
 
 
 def subtree_matrix(
@@ -32,7 +33,9 @@ def subtree_matrix(
     leaves = list(leaves) if leaves is not None else onto.leaves
     unknown = [leaf for leaf in leaves if leaf not in onto or not onto.is_leaf(leaf)]
     if unknown:
-        raise ValueError(f"leaves: {unknown} are not leaves of the ontology; expected fine types")
+        raise ValidationError(
+            f"leaves: got {unknown}; expected leaves of the ontology (fine types)"
+        )
     column = {leaf: i for i, leaf in enumerate(leaves)}
     edges = [n for n in onto.ids if n != onto.root]
     matrix = np.zeros((len(edges), len(leaves)))
@@ -80,14 +83,21 @@ def tree_wasserstein(
     matrix = subtree_matrix(leaves, ontology, edge_weights)
     n_leaves = matrix.shape[1]
     as_torch = isinstance(p, torch.Tensor) or isinstance(q, torch.Tensor)
+    if not isinstance(p, torch.Tensor):
+        p = _as_array("p", p)
+    if not isinstance(q, torch.Tensor):
+        q = _as_array("q", q)
     for name, x in (("p", p), ("q", q)):
-        if x.shape[-1] != n_leaves:
-            raise ValueError(f"{name}: last dimension is {x.shape[-1]}; expected {n_leaves} leaves")
+        if x.ndim == 0 or x.shape[-1] != n_leaves:
+            raise ValidationError(f"{name}: got shape {tuple(x.shape)}; expected a last "
+                                  f"dimension of {n_leaves} leaves")
         values = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if not np.all(np.isfinite(values)) or np.any(values < 0):
-            raise ValueError(f"{name}: compositions must be finite and non-negative")
+            raise ValidationError(f"{name}: got negative or non-finite values; expected "
+                                  "finite, non-negative compositions")
         if np.any(values.sum(-1) <= 0):
-            raise ValueError(f"{name}: a composition sums to zero; expected positive mass")
+            raise ValidationError(f"{name}: got a composition that sums to zero; expected "
+                                  "positive mass")
     if as_torch:
         p_t, q_t = torch.as_tensor(p), torch.as_tensor(q)
         dtype = torch.promote_types(p_t.dtype, q_t.dtype)
@@ -98,3 +108,11 @@ def tree_wasserstein(
     p_n = np.asarray(p, float) / np.asarray(p, float).sum(-1, keepdims=True)
     q_n = np.asarray(q, float) / np.asarray(q, float).sum(-1, keepdims=True)
     return np.abs((p_n - q_n) @ matrix.T).sum(-1)
+
+
+def _as_array(name: str, x: object) -> np.ndarray:
+    try:
+        return np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{name}: got {type(x).__name__}; expected a numeric array of "
+                              "compositions") from None

@@ -129,3 +129,14 @@ CL_HIERARCHY_EXCEPTIONS: dict[str, str] = {
     "endothelial": "CL does not file endothelial cells under 'stromal cell'; TIME atlases count "
     "them in the non-immune, non-malignant stroma.",
 }
+
+
+# Nodes whose children partition them: every cell of the node is one of its children. Only
+# there does a label that rules out all children but one name the last one ("non-Treg CD4"
+# -> CD4 helper). Elsewhere cells are also counted on the node itself (double-negative and
+# MAIT T cells on ``t_cell``/``cd8_t``, ILCs on ``lymphoid``, pericytes on ``stromal``,
+# normal epithelium on ``cell``; TAMs between the M1 and M2 poles), so "CD8-negative T
+# cells" stays ``t_cell``.
+CLOSED_NODES: frozenset[str] = frozenset({
+    "immune", "cd4_t", "cd8_exhausted", "b_lineage", "dendritic_cell",
+})

@@ -31,12 +31,13 @@ import re
 _SEP = r"[\W_]*"
 PHRASES: tuple[tuple[str, str], ...] = (
     # gene/protein spellings with a hyphen that would otherwise split
-    (rf"\bpd{_SEP}1\b", " pdcd1 "),
-    (rf"\bpd{_SEP}l1\b", " cd274 "),
-    (rf"\btim{_SEP}3\b", " havcr2 "),
-    (rf"\btcf{_SEP}1\b", " tcf1 "),
-    (rf"\bil{_SEP}7r\b", " il7r "),
-    (rf"\bhla{_SEP}dr\b", " hladr "),
+    # (no spaces added: \b already separates them, and "PD-1-" must keep its trailing minus)
+    (rf"\bpd{_SEP}1\b", "pdcd1"),
+    (rf"\bpd{_SEP}l1\b", "cd274"),
+    (rf"\btim{_SEP}3\b", "havcr2"),
+    (rf"\btcf{_SEP}1\b", "tcf1"),
+    (rf"\bil{_SEP}7r\b", "il7r"),
+    (rf"\bhla{_SEP}dr\b", "hladr"),
     # MDSC subsets before "pmn" / "mono" can claim them
     (rf"\b(?:pmn|g|m|e|poly\w*|mono\w*|granulocytic|early){_SEP}mdscs?\b", " mdsc "),
     (rf"\bmyeloid{_SEP}derived{_SEP}suppressor\b", " mdsc "),
@@ -76,8 +77,28 @@ COMPILED_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p), r) for p, r in PHRASES
 )
 
-# A marker written with a trailing minus ("CD4-", "CD8 neg") says the cells lack it: drop it.
+# A marker written with a trailing minus ("CD4-", "CD8 neg") says the cells lack it. Kept for
+# callers that want the old "drop negative markers" view; the harmonizer reads negation
+# itself (see :data:`NEGATION_PREFIXES` and the qualifier tables below).
 NEGATIVE_MARKER = re.compile(r"\b[a-z]*\d[a-z0-9]*(?:-|\s?neg(?:ative)?)(?=[^a-z0-9]|$|cd\d)")
+
+# Dashes and superscript signs that labs paste from papers: read as ASCII "-" / "+".
+DASH_TRANSLATION: dict[int, str] = {
+    ord(c): "-" for c in "\u2212\u2010\u2011\u2012\u2013\ufe63\uff0d\u207b\u208b"
+} | {ord("\u207a"): "+", ord("\u208a"): "+"}
+
+# Words that negate the vocabulary word after them: "non-immune", "not exhausted",
+# "lacking CD8", "without PD-1". "nonX" written as one word is read the same way.
+NEGATION_PREFIXES: frozenset[str] = frozenset({"non", "not", "lacking", "lacks", "without"})
+# Qualifiers after a vocabulary word ("PD1 negative", "CD8 neg", "TIM3lo", "PD-1 hi").
+NEGATIVE_QUALIFIERS: frozenset[str] = frozenset({"negative", "neg"})
+# "low" says the cells lack a *marker* (a gene that only chooses among children); on a name
+# ("CD56dim NK", "CD14lo monocytes") the cell type is still the one named.
+LOW_QUALIFIERS: frozenset[str] = frozenset({"lo", "low", "dim"})
+POSITIVE_QUALIFIERS: frozenset[str] = frozenset({"positive", "pos", "hi", "high", "bright"})
+# Qualifiers glued to a word ("PD1hi", "CD56dim", "CD45neg") are split off it when the rest is
+# a vocabulary word.
+GLUED_QUALIFIER = re.compile(r"\b([a-z][a-z0-9]*?)(high|hi|low|lo|dim|bright|pos|neg)\b")
 
 # Cluster ids and numbering carry no meaning on their own ("c12", "G3", "07").
 CLUSTER_ID = re.compile(r"^[a-z]?\d+[a-z]?$")

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from immunegym.ontology.nodes import LEVEL_SPECS, NODE_SPECS, NodeSpec
+from immunegym.validation import ValidationError, bad, choice, number
 
 SplitPrior = Literal["observed", "uniform"]
 
@@ -45,16 +46,16 @@ class CellOntology:
         self._specs: dict[str, NodeSpec] = {}
         for spec in specs:
             if spec.id in self._specs:
-                raise ValueError(f"node id {spec.id!r} appears twice; ids must be unique")
+                raise ValidationError(f"node id {spec.id!r} appears twice; ids must be unique")
             if spec.parent is not None and spec.parent not in self._specs:
-                raise ValueError(
+                raise ValidationError(
                     f"node {spec.id!r} has parent {spec.parent!r}, which is not defined before "
                     "it; list parents before children"
                 )
             self._specs[spec.id] = spec
         roots = [s.id for s in specs if s.parent is None]
         if len(roots) != 1:
-            raise ValueError(f"the ontology needs exactly one root node, got {roots}")
+            raise ValidationError(f"the ontology needs exactly one root node, got {roots}")
         self.root: str = roots[0]
         self._children: dict[str, list[str]] = {i: [] for i in self._specs}
         for spec in specs:
@@ -143,7 +144,7 @@ class CellOntology:
         """The deepest node that is an ancestor-or-self of every node given."""
         nodes = list(nodes)
         if not nodes:
-            raise ValueError("lowest_common_ancestor needs at least one node")
+            raise ValidationError("lowest_common_ancestor needs at least one node")
         common = self.ancestors(nodes[0], include_self=True)
         for other in nodes[1:]:
             keep = set(self.ancestors(other, include_self=True))
@@ -157,15 +158,26 @@ class CellOntology:
         return list(self._levels)
 
     def level(self, level: str | Sequence[str]) -> tuple[str, ...]:
-        """The node ids of a named level, or a custom antichain after checking it."""
+        """The node ids of a named level, or a custom antichain after checking it.
+
+        Raises
+        ------
+        ValidationError
+            An unknown level name (listing the known ones), a custom level naming unknown
+            nodes, or one that does not cover every leaf exactly once.
+        """
         if isinstance(level, str):
             if level not in self._levels:
-                raise ValueError(
-                    f"level={level!r} is not a known level; expected one of "
-                    f"{self.level_names} or a sequence of node ids"
-                )
+                raise bad("level", level, f"one of {self.level_names} or a sequence of node ids"
+                          + _nearest(level, self.level_names))
             return self._levels[level]
+        if isinstance(level, bytes | Mapping) or not isinstance(level, Iterable):
+            raise bad("level", level, f"one of {self.level_names} or a sequence of node ids")
         nodes = tuple(level)
+        for i, node in enumerate(nodes):
+            if not isinstance(node, str) or node not in self._specs:
+                raise bad(f"level[{i}]", node, "an ontology node id" + (
+                    _nearest(node, list(self._specs)) if isinstance(node, str) else ""))
         self._check_level("custom", nodes)
         return nodes
 
@@ -174,14 +186,15 @@ class CellOntology:
         for node in nodes:
             for leaf in self.leaves_under(node):
                 if leaf in covered:
-                    raise ValueError(
+                    raise ValidationError(
                         f"level {name!r}: nodes {covered[leaf]!r} and {node!r} overlap at "
                         f"{leaf!r}; a level must cover each leaf exactly once"
                     )
                 covered[leaf] = node
         missing = [leaf for leaf in self.leaves if leaf not in covered]
         if missing:
-            raise ValueError(f"level {name!r} does not cover the leaves {missing}")
+            raise ValidationError(f"level {name!r} does not cover the leaves {missing}; a "
+                                  "level must cover each leaf exactly once")
 
     # ------------------------------------------------------------------ compositions
     def aggregate(
@@ -206,11 +219,7 @@ class CellOntology:
             node, so it stays in a column of its own, named by that node, appended after
             the level nodes; only such columns with mass anywhere in ``counts`` appear.
         """
-        counts = np.asarray(counts, dtype=float)
-        if counts.shape[-1] != len(nodes):
-            raise ValueError(
-                f"counts has {counts.shape[-1]} columns but nodes names {len(nodes)}"
-            )
+        counts = self._check_counts(counts, nodes)
         level_nodes = self.level(level)
         index = {n: i for i, n in enumerate(level_nodes)}
         target: dict[str, int] = {}
@@ -257,22 +266,8 @@ class CellOntology:
         numpy.ndarray
             ``(..., n_leaves)`` counts in :attr:`leaves` order; the row totals are kept.
         """
-        counts = np.asarray(counts, dtype=float)
-        if counts.shape[-1] != len(nodes):
-            raise ValueError(
-                f"counts has {counts.shape[-1]} columns but nodes names {len(nodes)}"
-            )
-        if isinstance(prior, str) and prior not in ("observed", "uniform"):
-            raise ValueError(
-                f"prior={prior!r} is not supported; expected 'observed', 'uniform' or a "
-                "mapping from leaf id to weight"
-            )
-        if not isinstance(prior, str):
-            unknown = [k for k in prior if k not in self.leaves]
-            if unknown:
-                raise ValueError(f"prior names {unknown}, which are not leaves")
-            if any(w < 0 for w in prior.values()):
-                raise ValueError("prior weights must be non-negative")
+        counts = self._check_counts(counts, nodes)
+        prior = self.check_prior(prior)
         leaf_index = {leaf: i for i, leaf in enumerate(self.leaves)}
         out = np.zeros((*counts.shape[:-1], len(self.leaves)))
         for i, node in enumerate(nodes):
@@ -296,6 +291,54 @@ class CellOntology:
             out[..., cols] += shares * counts[..., i : i + 1]
         return out
 
+    def check_prior(
+        self, prior: object, field: str = "prior"
+    ) -> SplitPrior | dict[str, float]:
+        """A split prior, checked: ``"observed"``, ``"uniform"``, or leaf weights.
+
+        Weights are a mapping leaf id -> weight, or a sequence with one weight per leaf in
+        :attr:`leaves` order; each finite and >= 0.
+
+        Raises
+        ------
+        ValidationError
+            An unknown prior name, a weight that is negative, NaN or not a number, a key that
+            is not a leaf, or a sequence of the wrong length.
+        """
+        expected = ("'observed', 'uniform', a mapping leaf id -> weight, or one weight per "
+                    f"leaf ({len(self.leaves)})")
+        if isinstance(prior, str):
+            return choice(field, prior, ["observed", "uniform"])  # type: ignore[return-value]
+        if isinstance(prior, Mapping):
+            unknown = [k for k in prior if k not in self.leaves]
+            if unknown:
+                raise bad(field, dict(prior), f"leaf ids as keys; {unknown} are not leaves "
+                          f"(leaves: {self.leaves})")
+            return {k: number(f"{field}[{k!r}]", w, low=0.0) for k, w in prior.items()}
+        if isinstance(prior, bytes) or not isinstance(prior, Iterable):
+            raise bad(field, prior, expected)
+        weights = list(np.asarray(prior, dtype=object).ravel()) if isinstance(
+            prior, np.ndarray) else list(prior)  # type: ignore[call-overload]
+        if len(weights) != len(self.leaves):
+            raise bad(field, f"<{len(weights)} weights>", expected)
+        return {leaf: number(f"{field}[{leaf!r}]", w if not isinstance(w, np.generic)
+                             else w.item(), low=0.0)
+                for leaf, w in zip(self.leaves, weights, strict=True)}
+
+    @staticmethod
+    def _check_counts(counts: object, nodes: Sequence[str]) -> np.ndarray:
+        try:
+            values = np.asarray(counts, dtype=float)
+        except (TypeError, ValueError):
+            raise bad("counts", counts, "a numeric array (..., len(nodes))") from None
+        if values.ndim == 0 or values.shape[-1] != len(nodes):
+            raise bad("counts", f"<array of shape {values.shape}>",
+                      f"a last dimension of {len(nodes)} (one column per node)")
+        if not np.isfinite(values).all():
+            raise bad("counts", f"<array with {int((~np.isfinite(values)).sum())} non-finite "
+                      "values>", "finite counts")
+        return values
+
     # ------------------------------------------------------------------ display
     def render(self) -> str:
         """An indented text view of the tree with CL ids."""
@@ -304,6 +347,13 @@ class CellOntology:
             spec = self._specs[node]
             lines.append(f"{'  ' * self.depth(node)}{node}  [{spec.cl_id} {spec.cl_label}]")
         return "\n".join(lines)
+
+
+def _nearest(value: str, options: Sequence[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(value, list(options), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 @cache
