@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -9,29 +10,112 @@ import torch
 
 from immunegym.data.vocab import THERAPIES
 from immunegym.env.engine import Engine, StepOutcome
+from immunegym.env.patients import PatientBank
 from immunegym.env.scenario import Scenario
 from immunegym.env.spaces import ActionCodec, ObservationCodec
 from immunegym.sim.toxicity import STOP_TOXICITY
+from immunegym.validation import (
+    ValidationError,
+    bad,
+    boolean,
+    integer,
+    known_keys,
+    number,
+)
+from immunegym.validation import device as check_device
+from immunegym.validation import seed as check_seed
 
-RENDER_MODES = ["rgb_array", "ansi"]
+
+class _RenderModes(list):
+    """The render modes. ``in`` holds for any non-string, so that ``gym.make`` hands a bad
+    ``render_mode`` such as ``3`` to the constructor, which names it (Gymnasium's own code
+    would fail on ``3.endswith``); strings are matched as usual."""
+
+    def __contains__(self, item: object) -> bool:
+        return not isinstance(item, str) or list.__contains__(self, item)
+
+
+RENDER_MODES = _RenderModes(["rgb_array", "ansi"])
+ENV_ARGUMENTS = ("render_mode", "scenario", "device", "model", "bank", "observation_noise",
+                 "world_options")
+"""Keywords of both environments besides the :class:`~.scenario.Scenario` fields."""
+WORLD_OPTIONS = ("chunk_size", "sample", "max_sod_mm")
+"""Keys of ``world_options`` (:class:`~.world_core.WorldCore` arguments)."""
+MAX_CHUNK_SIZE = 2**20
+
+
+def check_reset_seed(seed: Any) -> int | None:
+    """A reset seed: ``None``, an int, or a non-empty list whose first entry is used."""
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        entries = list(np.asarray(seed, dtype=object).ravel()) if isinstance(
+            seed, np.ndarray) else list(seed)
+        if not entries or (isinstance(seed, np.ndarray) and seed.ndim != 1):
+            raise bad("seed", seed, "None, an integer, or a non-empty list of integers "
+                      "(the first is used)")
+        checked = [check_seed(f"seed[{i}]", s, optional=True) for i, s in enumerate(entries)]
+        return checked[0]
+    return check_seed("seed", seed, optional=True)
+
+
+def check_env_arguments(simulator: str, *, render_mode: Any, scenario: Any, device: Any,
+                        model: Any, bank: Any, observation_noise: Any, world_options: Any,
+                        scenario_kwargs: dict[str, Any],
+                        extra_arguments: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Validate the constructor's keywords before anything is built.
+
+    Returns the normalized ``device``, ``observation_noise`` and ``world_options``.
+    """
+    # The constructor's own keywords never reach here; they are listed for "did you mean".
+    known_keys("env argument", scenario_kwargs,
+               [*(f.name for f in fields(Scenario)), *ENV_ARGUMENTS, *extra_arguments])
+    if render_mode is not None and (not isinstance(render_mode, str)
+                                    or not list.__contains__(RENDER_MODES, render_mode)):
+        raise bad("render_mode", render_mode, f"one of {list(RENDER_MODES)} or None")
+    if scenario is not None and not isinstance(scenario, Scenario):
+        raise bad("scenario", scenario, "a Scenario or None")
+    resolved = check_device("device", device)
+    if model is not None:
+        from immunegym.world_model.model import WorldModel
+
+        if not isinstance(model, WorldModel):
+            raise bad("model", model, "an immunegym.world_model.WorldModel or None (the "
+                      "pretrained default)")
+    if bank is not None and not isinstance(bank, PatientBank):
+        raise bad("bank", bank, "an immunegym.env.PatientBank or None")
+    options = known_keys("world_options", world_options, WORLD_OPTIONS)
+    if options and simulator != "world":
+        raise bad("world_options", world_options, "None: ImmuneSim-v0 has no world model")
+    if "chunk_size" in options:
+        options["chunk_size"] = integer("world_options['chunk_size']", options["chunk_size"],
+                                        low=1, high=MAX_CHUNK_SIZE)
+    if "sample" in options:
+        options["sample"] = boolean("world_options['sample']", options["sample"])
+    if "max_sod_mm" in options:
+        options["max_sod_mm"] = number("world_options['max_sod_mm']", options["max_sod_mm"],
+                                       low=0.0, low_open=True)
+    return {"device": resolved,
+            "observation_noise": boolean("observation_noise", observation_noise),
+            "world_options": options or None}
 
 
 class EnvParts:
     """The engine plus the codecs, for ``n`` rows of one scenario.
 
     ``scenario_kwargs`` override :class:`~.scenario.Scenario` fields (e.g. ``horizon=8``).
+    Every argument is validated (:func:`check_env_arguments`) before anything is built.
     """
 
     def __init__(self, simulator: str, n: int, scenario: Scenario | None, *, device: str,
                  model, bank, observation_noise: bool, world_options: dict | None,
-                 render_mode: str | None, scenario_kwargs: dict[str, Any]) -> None:
-        if render_mode is not None and render_mode not in RENDER_MODES:
-            raise ValueError(f"render_mode: got {render_mode!r}; expected one of "
-                             f"{RENDER_MODES} or None")
+                 render_mode: str | None, scenario_kwargs: dict[str, Any],
+                 extra_arguments: tuple[str, ...] = ()) -> None:
+        checked = check_env_arguments(
+            simulator, render_mode=render_mode, scenario=scenario, device=device, model=model,
+            bank=bank, observation_noise=observation_noise, world_options=world_options,
+            scenario_kwargs=scenario_kwargs, extra_arguments=extra_arguments)
         scenario = (scenario or Scenario()).updated(**scenario_kwargs)
         self.scenario = scenario
-        self.engine = Engine(simulator, scenario, n, model=model, bank=bank, device=device,
-                             observation_noise=observation_noise, world_options=world_options)
+        self.engine = Engine(simulator, scenario, n, model=model, bank=bank, **checked)
         self.actions = ActionCodec(scenario)
         self.observations = ObservationCodec(scenario, self.engine.bank.programs.shape[2])
         self.trace = Trace()
@@ -57,17 +141,24 @@ class EnvParts:
             return render_ansi(self.trace, self.scenario)
         return None
 
-    def patients(self, options: dict[str, Any] | None, n: int) -> torch.Tensor | None:
+    def patients(self, options: dict[str, Any], n: int) -> torch.Tensor | None:
         """Bank rows pinned by ``options["patient"]`` (one id/row, or one per env)."""
-        if not options or options.get("patient") is None:
+        chosen = options.get("patient")
+        if chosen is None:
             return None
-        chosen = options["patient"]
-        many = isinstance(chosen, (list, tuple, np.ndarray))
-        items = list(chosen) if many else [chosen] * n
-        if len(items) != n:
-            raise ValueError(f"options['patient']: got {len(items)} patients; expected one "
-                             f"for all or one per env ({n})")
-        rows = [self.engine.bank.index_of(p) for p in items]
+        field = "options['patient']"
+        bank = self.engine.bank
+        if isinstance(chosen, (list, tuple, np.ndarray)):
+            if isinstance(chosen, np.ndarray) and chosen.ndim != 1:
+                raise bad(field, chosen, f"one patient for all envs or a list of {n} (one "
+                          "per env)")
+            items = list(chosen)
+            if len(items) != n:
+                raise ValidationError(f"{field}: got {len(items)} patients; expected one "
+                                      f"for all or one per env ({n})")
+            rows = [bank.index_of(p, field=f"{field}[{i}]") for i, p in enumerate(items)]
+        else:
+            rows = [bank.index_of(chosen, field=field)] * n
         return torch.as_tensor(rows, dtype=torch.long, device=self.engine.device)
 
     def observation(self):

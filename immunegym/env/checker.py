@@ -80,11 +80,17 @@ def check_vector_env(env_fn: Callable[..., VectorEnv], *, n_steps: int = 200,
     AssertionError
         Naming the check that failed, the autoreset mode, and the step and env where it
         failed.
-    ValueError
-        If ``n_steps`` is not a positive integer.
+    ValidationError
+        If ``env_fn`` is not callable, ``n_steps`` not an integer in ``1..10**6`` or
+        ``seed`` not an integer in ``0..2**63-1``.
     """
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps: got {n_steps!r}; expected an integer >= 1")
+    from immunegym.validation import bad, integer
+    from immunegym.validation import seed as check_seed
+
+    if not callable(env_fn):
+        raise bad("env_fn", env_fn, "a callable building a vector env")
+    n_steps = integer("n_steps", n_steps, low=1, high=10**6)
+    seed = check_seed("seed", seed)
     for mode in _MODES:
         env = env_fn(autoreset_mode=mode)
         try:

@@ -11,8 +11,8 @@ it; nothing here is numpy except the bank's names.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +33,28 @@ from immunegym.env.world_core import WorldCore
 from immunegym.sim import ImmuneSim
 from immunegym.sim.outcomes import RecistTracker, sum_of_diameters
 from immunegym.sim.toxicity import IRAE_DEATH, ToxState
+from immunegym.validation import (
+    ValidationError,
+    bad,
+    choice,
+    existing_file,
+    integer,
+    memory_budget,
+)
+from immunegym.validation import device as check_device
+from immunegym.validation import seed as check_seed
+
+MAX_NUM_ENVS = 2**22
+"""Most envs of one native vector env."""
+BYTES_PER_ENV = 10_000
+"""Estimated peak memory per env row on CPU (measured ~5 KB with either simulator; x2)."""
+
+
+def check_num_envs(value: Any) -> int:
+    """``num_envs`` as an int in ``1..MAX_NUM_ENVS`` whose memory estimate fits the limit."""
+    n = integer("num_envs", value, low=1, high=MAX_NUM_ENVS)
+    memory_budget("num_envs", n, n * BYTES_PER_ENV, "the envs' state")
+    return n
 
 
 @dataclass
@@ -81,14 +103,12 @@ class Engine:
     def __init__(self, simulator: str, scenario: Scenario, n: int, *, model=None,
                  bank: PatientBank | None = None, device: str = "cpu", seed: int = 0,
                  observation_noise: bool = True, world_options: dict | None = None) -> None:
-        if simulator not in ("world", "sim"):
-            raise ValueError(f"simulator: got {simulator!r}; expected 'world' or 'sim'")
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"num_envs: got {n!r}; expected an integer >= 1")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        n = int(n)
+        simulator = choice("simulator", simulator, ("world", "sim"))
+        if not isinstance(scenario, Scenario):
+            raise bad("scenario", scenario, "a Scenario")
+        n = check_num_envs(n)
+        self.device = torch.device(check_device("device", device))
+        seed = check_seed("seed", seed)
         self.simulator, self.scenario, self.n = simulator, scenario, n
         self.cells = scenario.biopsy_cells if observation_noise else 0
         self.imaging_cv = scenario.imaging_cv if observation_noise else 0.0
@@ -106,7 +126,7 @@ class Engine:
             bank = _scenario_bank(scenario, simulator, model, self.device)
         bank = bank.to(self.device)
         if simulator == "sim" and not bank.has_hidden_state:
-            raise ValueError("patient_source: ImmuneSim-v0 needs ImmuneSim patients (source "
+            raise ValidationError("patient_source: ImmuneSim-v0 needs ImmuneSim patients (source "
                              "'sim'); a cohort's biopsies do not carry the hidden state")
         self.bank = bank
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
@@ -304,18 +324,18 @@ class Engine:
 def _scenario_bank(scenario: Scenario, simulator: str, model, device) -> PatientBank:
     if scenario.patient_source == "sim":
         return PatientBank.from_sim(scenario.cancer_types, scenario.bank_size,
-                                    seed=scenario.bank_seed, device=device)
+                                    seed=scenario.bank_seed, device=device, field="bank_size")
     if simulator == "sim":
-        raise ValueError(f"patient_source: {scenario.patient_source!r}; ImmuneSim-v0 needs "
-                         "'sim' (a cohort's biopsies do not carry ImmuneSim's hidden state)")
+        raise bad("patient_source", scenario.patient_source, "'sim': ImmuneSim-v0 needs "
+                  "ImmuneSim patients (a cohort's biopsies do not carry its hidden state)")
+    path = existing_file("patient_source", scenario.patient_source, hdf5=True)
     prior = model.leaf_prior() if model is not None else None
-    bank = PatientBank.from_anndata(scenario.patient_source, prior=prior,
-                                    seed=scenario.bank_seed, device=device)
+    bank = PatientBank.from_anndata(path, prior=prior, seed=scenario.bank_seed, device=device)
     if scenario.cancer_types:
         keep = np.isin(bank.cancer_type, list(scenario.cancer_types))
         if not keep.any():
-            raise ValueError(f"cancer_types: none of {sorted(scenario.cancer_types)} in "
-                             f"{scenario.patient_source}")
+            raise bad("cancer_types", scenario.cancer_types, "cancer types present in "
+                      f"{scenario.patient_source} ({sorted(set(bank.cancer_type.tolist()))})")
         rows = torch.as_tensor(np.flatnonzero(keep), device=device)
         bank = PatientBank(bank.cancer_type[keep], bank.composition[rows], bank.sod_mm[rows],
                            bank.programs[rows], bank.program_mask[rows],

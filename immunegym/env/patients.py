@@ -12,6 +12,7 @@ runs for the whole bank in one batched call, not per episode.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,19 @@ from immunegym.sim import ImmuneSim
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.state import Patients, SimState
 from immunegym.sim.toxicity import ToxPatients, sample_tox_patients, with_regimen_toxicity
+from immunegym.validation import (
+    ValidationError,
+    bad,
+    choice,
+    existing_file,
+    integer,
+    memory_budget,
+)
+from immunegym.validation import seed as check_seed
+
+BANK_BYTES_PER_PATIENT = 8192
+"""Estimated peak memory per ImmuneSim bank patient while it is drawn and relaxed (measured
+~4 KB on CPU, x2)."""
 
 
 @dataclass
@@ -65,7 +79,7 @@ class PatientBank:
     @classmethod
     def from_sim(cls, cancer_types: dict[str, float], n: int, *, seed: int = 0,
                  sim: ImmuneSim | None = None, n_programs: int = 8,
-                 device: str | torch.device = "cpu") -> PatientBank:
+                 device: str | torch.device = "cpu", field: str = "n") -> PatientBank:
         """Draw ``n`` ImmuneSim patients of a cancer-type mix and relax them to day 0.
 
         Parameters
@@ -80,13 +94,29 @@ class PatientBank:
             The simulator (its parameters); a fresh calibrated one when ``None``.
         n_programs
             Program columns (none are measured: ImmuneSim's hidden state has no biopsy).
+        field
+            The name ``n`` has in error messages (``"bank_size"`` for a scenario's bank).
+
+        Raises
+        ------
+        ValidationError
+            For a size outside ``1..MAX_BANK_SIZE`` or above the memory limit (estimated
+            before anything is drawn), an unknown cancer type, or a bad weight or seed.
         """
-        if n < 1:
-            raise ValueError(f"n: expected >= 1 patients, got {n}")
+        from immunegym.env.scenario import MAX_BANK_SIZE, _cancer_types
+
+        n = integer(field, n, low=1, high=MAX_BANK_SIZE)
+        memory_budget(field, n, n * BANK_BYTES_PER_PATIENT, "the patient bank")
+        seed = check_seed("seed", seed)
+        n_programs = integer("n_programs", n_programs, low=0, high=64)
+        weights = _cancer_types(cancer_types)
+        if sim is not None and not isinstance(sim, ImmuneSim):
+            raise bad("sim", sim, "an ImmuneSim or None")
         sim = ImmuneSim(params=None if sim is None else sim.params, device=device, seed=seed)
-        mix = dict(cancer_types) or {c: 1.0 for c in sorted(sim.params.cancer_types)}
-        for cancer in mix:
-            sim.params.cancer(cancer)  # a clear error for an unknown id
+        known = sorted(sim.params.cancer_types)
+        for cancer in weights:
+            choice("cancer_types", cancer, known)
+        mix = weights or {c: 1.0 for c in known}
         counts = _split(n, mix)
         drawn = [sim.sample_patients(c, k) for c, k in counts.items() if k]
         patients, state = sim.reset(Patients.concat(drawn))
@@ -123,16 +153,16 @@ class PatientBank:
         from immunegym.world_model.events import split_blocks
         from immunegym.world_model.timelines import build_timelines
 
-        if isinstance(adata, (str, bytes)) or hasattr(adata, "__fspath__"):
+        if isinstance(adata, str) or hasattr(adata, "__fspath__"):
             import anndata as ad
 
-            adata = ad.read_h5ad(adata)
+            adata = ad.read_h5ad(existing_file("adata", adata, hdf5=True))
         tl = build_timelines(adata)
         first = tl.comp_observed.float().argmax(1)
         has_biopsy = tl.comp_observed.any(1)
         if not bool(has_biopsy.all()):
             missing = tl.patients["patient_id"].to_numpy()[~has_biopsy.numpy()][:5]
-            raise ValueError(f"adata: patients {list(missing)} have no biopsy; a baseline "
+            raise ValidationError(f"adata: patients {list(missing)} have no biopsy; a baseline "
                              "needs a composition")
         rows = torch.arange(len(tl))
         counts = tl.counts[rows, first]
@@ -172,17 +202,30 @@ class PatientBank:
             None if self.sim_patients is None else self.sim_patients.to(device),
             None if self.sim_state is None else self.sim_state.to(device))
 
-    def index_of(self, patient: int | str) -> int:
-        """Row of a patient given by row number or identifier (a clear error otherwise)."""
-        if isinstance(patient, (int, np.integer)) and not isinstance(patient, bool):
-            if not 0 <= int(patient) < len(self):
-                raise ValueError(f"patient: row {patient} out of range; the bank holds "
-                                 f"{len(self)} patients (0..{len(self) - 1})")
+    def index_of(self, patient: int | str, *, field: str = "patient") -> int:
+        """Row of a patient given by row number or identifier.
+
+        Raises
+        ------
+        ValidationError
+            Naming ``field``: a row out of range, an unknown id, or neither an integer nor
+            a string (floats and booleans are refused).
+        """
+        n = len(self)
+        examples = self.patient_id[:3].tolist()
+        if isinstance(patient, numbers.Integral) and not isinstance(patient, (bool, np.bool_)):
+            if not 0 <= int(patient) < n:
+                raise ValidationError(
+                    f"{field}: got {int(patient)}; expected a bank row in 0..{n - 1} (row out "
+                    f"of range: the bank holds {n} patients) or a patient id")
             return int(patient)
-        hits = np.flatnonzero(self.patient_id == str(patient))
+        if not isinstance(patient, str):
+            raise bad(field, patient, f"a bank row (an integer in 0..{n - 1}) or a patient "
+                      f"id (a string such as {examples})")
+        hits = np.flatnonzero(self.patient_id == patient)
         if not len(hits):
-            raise ValueError(f"patient: unknown id {patient!r}; expected a row number or an "
-                             f"id such as {list(self.patient_id[:3])}")
+            raise ValidationError(f"{field}: got {patient!r}; expected a row number or a "
+                                  f"known patient id such as {examples} (unknown id)")
         return int(hits[0])
 
 

@@ -7,8 +7,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from immunegym.env.base import RENDER_MODES, EnvParts, row
+from immunegym.env.base import RENDER_MODES, EnvParts, check_reset_seed, row
 from immunegym.env.scenario import Scenario
+from immunegym.validation import known_keys
+
+RESET_OPTIONS = ("patient",)
+"""Keys of ``reset(options=...)`` of the single environments."""
 
 
 class ImmuneWorldEnv(gym.Env):
@@ -35,7 +39,9 @@ class ImmuneWorldEnv(gym.Env):
     * ``"multibinary"``: ``MultiBinary(5)``, each therapy on at the standard dose or off;
     * ``"menu"``: ``Discrete(10)``, a regimen from ``Scenario.menu`` (none, anti_pd1,
       anti_ctla4, anti_pd1+anti_ctla4, chemo, chemo+anti_pd1, radio, radio+anti_pd1,
-      targeted, targeted+anti_pd1).
+      targeted, targeted+anti_pd1); a custom ``menu`` lists distinct therapy sets in the
+      package's regimen grammar (:func:`immunegym.regimen_grammar.parse_therapy_set`:
+      ``"anti_pd1+chemo"``, ``"PD1"``, ``"Combo"``, ``"none"``), each at the standard dose.
 
     ``info["action_mask"]`` (the action's shape) marks what the course caps and the
     protocol rules of ImmuneSim's toxicity model allow (:mod:`immunegym.sim.toxicity`, the
@@ -103,14 +109,28 @@ class ImmuneWorldEnv(gym.Env):
 
     ## Arguments
     ``gym.make("ImmuneWorld-v0", render_mode=None, device="cpu", model=None, bank=None,
-    observation_noise=True, **scenario_fields)``: ``device`` is ``"cpu"``, ``"cuda"`` or
-    ``"auto"``; ``model`` a :class:`~immunegym.world_model.WorldModel` (the pretrained one
-    by default); ``bank`` a :class:`~immunegym.env.patients.PatientBank`; any
-    :class:`~immunegym.env.scenario.Scenario` field (``horizon``, ``action_type``,
-    ``cancer_types``, ``reward={...}``, ...). ``render_mode`` is ``"rgb_array"``
-    (composition stacked over time with the tumor burden) or ``"ansi"``. The vector twin
-    (``gym.make_vec("ImmuneWorld-v0", num_envs=4096)``) runs every env in one batched
-    model call per step.
+    observation_noise=True, world_options=None, **scenario_fields)``: ``device`` is
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (a device this machine has);
+    ``model`` a :class:`~immunegym.world_model.WorldModel` (the pretrained one by default);
+    ``bank`` a :class:`~immunegym.env.patients.PatientBank`; ``observation_noise`` True or
+    False; ``world_options`` (ImmuneWorld only) a mapping of ``chunk_size`` (1..2**20),
+    ``sample`` (bool) and ``max_sod_mm`` (> 0); any :class:`~immunegym.env.scenario.Scenario`
+    field (``horizon`` 1..100, ``action_type``, ``cancer_types``, ``bank_size`` 1..2**20,
+    ``reward={...}``, ...). ``render_mode`` is ``"rgb_array"`` (composition stacked over
+    time with the tumor burden) or ``"ansi"``. The vector twin
+    (``gym.make_vec("ImmuneWorld-v0", num_envs=4096)``, ``num_envs`` 1..2**22) runs every
+    env in one batched model call per step.
+
+    ``reset(seed=None, options=None)``: ``seed`` an integer in ``0..2**63-1``; ``options``
+    may hold only ``"patient"`` (a bank row or patient id). ``step(action)`` takes an
+    element of the action space.
+
+    Every argument is checked before anything is built or changed: a wrong type, range,
+    unknown keyword (with the nearest known one), missing or non-HDF5 ``patient_source``,
+    a device this machine lacks, or an action outside the space raises
+    :class:`~immunegym.validation.ValidationError` naming the argument, the value and what
+    is accepted. Sizes (``bank_size``, ``num_envs``) are also estimated in memory first
+    and refused above ``IMMUNEGYM_MAX_MEMORY_GB`` (16 GiB by default).
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
@@ -130,11 +150,19 @@ class ImmuneWorldEnv(gym.Env):
         self._needs_reset = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode.
+
+        ``seed`` is ``None`` or an integer in ``0..2**63-1``; ``options`` may hold only
+        ``"patient"``: a bank row (``0..bank_size-1``) or a patient id.
+        """
+        seed = check_reset_seed(seed)
+        options = known_keys("options", options, RESET_OPTIONS)
+        patients = self._parts.patients(options, 1)  # checked before anything changes
         super().reset(seed=seed)
         engine = self._parts.engine
         self._parts.seed_engine(seed, self.np_random)
         rows = np.zeros(1, dtype=np.int64)
-        engine.reset_rows(_tensor(rows, engine), self._parts.patients(options, 1))
+        engine.reset_rows(_tensor(rows, engine), patients)
         self._needs_reset = False
         self._parts.record(reset=True)
         return _first(self._parts.observation()), row(self._parts.infos(None), 0)
@@ -143,7 +171,7 @@ class ImmuneWorldEnv(gym.Env):
         if self._needs_reset:
             raise RuntimeError("step: the episode has ended (or never began); call reset()")
         engine = self._parts.engine
-        levels = self._parts.actions.doses(np.asarray(action)[None], 1)
+        levels = self._parts.actions.doses(action, 1, single=True)
         outcome = engine.step(_tensor(levels, engine))
         self._parts.record(reset=False)
         terminated = bool(outcome.terminated[0])

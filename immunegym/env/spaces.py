@@ -17,13 +17,16 @@ Observations (:data:`OBSERVATION_FIELDS`, concatenated in this order for the fla
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from gymnasium import spaces
 
 from immunegym.data.vocab import THERAPIES
-from immunegym.env.scenario import Scenario
+from immunegym.env.scenario import Scenario, menu_therapies
 from immunegym.ontology import FINE_TYPES
+from immunegym.validation import bad
 
 N_THERAPIES = len(THERAPIES)
 MAX_LOG_SOD = 8.0
@@ -96,6 +99,16 @@ class ObservationCodec:
         return {name: flat[:, s] for name, s in self.slices.items()}
 
 
+class _OneLine:
+    """A value whose ``repr`` fits on one line (numpy breaks long arrays over lines)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value  # shown only when an action is refused: no cost per step
+
+    def __repr__(self) -> str:
+        return " ".join(repr(self.value).split())
+
+
 class ActionCodec:
     """The action space, validation of actions, dose levels and action masks."""
 
@@ -114,39 +127,48 @@ class ActionCodec:
             self.shape = ()
         self.menu_doses = np.zeros((len(self.menu), N_THERAPIES), dtype=np.float32)
         for i, regimen in enumerate(self.menu):
-            for therapy in ([] if regimen == "none" else regimen.split("+")):
+            for therapy in menu_therapies(regimen):
                 self.menu_doses[i, THERAPIES.index(therapy)] = 1.0
 
-    def doses(self, actions: np.ndarray, n: int) -> np.ndarray:
+    def doses(self, actions: Any, n: int, *, single: bool = False) -> np.ndarray:
         """Validate ``n`` actions and return ``(n, 5)`` dose levels (standard cycles).
+
+        ``single``: one action of the space's own shape (a single env); otherwise ``(n,
+        *shape)`` (a vector env; with ``n == 1`` the unbatched shape is also accepted).
 
         Raises
         ------
-        ValueError
-            Naming the problem: wrong shape, non-integer, NaN, or out of range.
+        ValidationError
+            Naming the action and the space: not an array of integers, wrong shape, NaN,
+            non-integer, or out of range. Nothing is changed by a refused action.
         """
-        a = np.asarray(actions)
-        want = (n, *self.shape)
-        if a.shape != want and not (n == 1 and a.shape == self.shape):
-            raise ValueError(f"action: shape {a.shape}; expected {want if n > 1 else self.shape}"
-                             f" for {self.space}")
-        a = a.reshape(want)
+        space = f"{self.space}" if single else f"{n} actions of {self.space}"
+        shape = self.shape if single else (n, *self.shape)
+        shown = _OneLine(actions)
+        try:
+            a = np.asarray(actions)
+        except (ValueError, TypeError):
+            raise bad("action", shown, f"an array of shape {shape} for {space}") from None
+        accepted = [shape] if single else [shape] + ([self.shape] if n == 1 else [])
+        if a.shape not in accepted:
+            raise bad("action", shown, f"shape {shape} for {space} (got shape {a.shape})")
+        a = a.reshape((n, *self.shape))
         if a.dtype.kind == "f":
             if not np.all(np.isfinite(a)):
-                raise ValueError(f"action: contains NaN or infinity; expected integers of "
-                                 f"{self.space}")
+                raise bad("action", shown, f"integers of {space} (it contains NaN or "
+                          "infinity)")
             if not np.all(a == np.round(a)):
-                raise ValueError(f"action: non-integer values {a[a != np.round(a)][:3]}; "
-                                 f"expected integers of {self.space}")
+                raise bad("action", shown, f"integers of {space} (non-integer values "
+                          f"{a[a != np.round(a)][:3].tolist()})")
         elif a.dtype.kind not in "iub":
-            raise ValueError(f"action: dtype {a.dtype}; expected integers of {self.space}")
-        a = a.astype(np.int64)
+            raise bad("action", shown, f"integers of {space} (got dtype {a.dtype})")
         high = {"multidiscrete": len(self.levels), "multibinary": 2}.get(self.kind,
                                                                           len(self.menu))
         if a.size and (a.min() < 0 or a.max() >= high):
-            bad = a[(a < 0) | (a >= high)][:3]
-            raise ValueError(f"action: values {bad.tolist()} out of range; expected 0.."
-                             f"{high - 1} ({self.space})")
+            out = a[(a < 0) | (a >= high)][:3].tolist()
+            raise bad("action", shown, f"integers in 0..{high - 1} of {space} (values "
+                      f"{out} out of range)")
+        a = a.astype(np.int64)
         if self.kind == "multidiscrete":
             return self.levels[a]
         if self.kind == "multibinary":

@@ -17,7 +17,6 @@ numpy in and out, torch inside. Autoreset follows Gymnasium 1.x:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -25,8 +24,13 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from immunegym.env.base import RENDER_MODES, EnvParts, row
+from immunegym.env.base import RENDER_MODES, EnvParts, check_reset_seed, row
+from immunegym.env.engine import check_num_envs
 from immunegym.env.scenario import Scenario
+from immunegym.validation import ValidationError, bad, known_keys
+
+RESET_OPTIONS = ("patient", "reset_mask")
+"""Keys of ``reset(options=...)`` of the vector environments."""
 
 
 class ImmuneWorldVectorEnv(VectorEnv):
@@ -36,7 +40,8 @@ class ImmuneWorldVectorEnv(VectorEnv):
     Parameters
     ----------
     num_envs
-        Environments.
+        Environments, ``1..2**22`` (about 10 KB each is estimated first and refused above
+        ``IMMUNEGYM_MAX_MEMORY_GB``).
     autoreset_mode
         ``AutoresetMode.NEXT_STEP`` (default) or ``SAME_STEP`` (or their string values).
     render_mode
@@ -57,16 +62,16 @@ class ImmuneWorldVectorEnv(VectorEnv):
                  **scenario_fields: Any) -> None:
         mode = _autoreset_mode(autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
-            raise ValueError(f"autoreset_mode: {mode} is not supported; expected NEXT_STEP "
-                             "or SAME_STEP")
-        integral = isinstance(num_envs, numbers.Integral) and not isinstance(num_envs, bool)
-        self.num_envs = int(num_envs) if integral else num_envs  # the engine validates it
+            raise bad("autoreset_mode", mode, "NEXT_STEP or SAME_STEP")
+        num_envs = check_num_envs(num_envs)  # before anything is allocated
+        self.num_envs = num_envs
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self._parts = EnvParts(self.simulator, num_envs, scenario, device=device, model=model,
                                bank=bank, observation_noise=observation_noise,
                                world_options=world_options, render_mode=render_mode,
-                               scenario_kwargs=scenario_fields)
+                               scenario_kwargs=scenario_fields,
+                               extra_arguments=("num_envs", "autoreset_mode"))
         self.scenario = self._parts.scenario
         self.single_action_space = self._parts.actions.space
         self.single_observation_space = self._parts.observations.space
@@ -84,22 +89,19 @@ class ImmuneWorldVectorEnv(VectorEnv):
               options: dict[str, Any] | None = None):
         """Reset every env (or those in ``options["reset_mask"]``).
 
-        ``seed`` seeds the one batched generator (an int; a list uses its first entry).
-        ``options["patient"]`` pins a bank patient (row or id) for all envs, or one per env.
+        ``seed`` seeds the one batched generator (``None``, an integer in ``0..2**63-1``, or
+        a non-empty list of them whose first entry is used). ``options`` may hold
+        ``"patient"`` (a bank row or id for all envs, or a list of one per env) and
+        ``"reset_mask"`` (``num_envs`` booleans; the first reset must reset every env).
         """
-        if isinstance(seed, (list, tuple, np.ndarray)):
-            seed = int(seed[0])
+        seed = check_reset_seed(seed)
+        options = known_keys("options", options, RESET_OPTIONS)
+        mask = self._reset_mask(options.get("reset_mask"))
+        patients = self._parts.patients(options, self.num_envs)  # checked before any change
         super().reset(seed=seed)
         engine = self.engine
         self._parts.seed_engine(seed, self.np_random)
-        mask = np.ones(self.num_envs, dtype=bool)
-        if options and options.get("reset_mask") is not None:
-            mask = np.asarray(options["reset_mask"], dtype=bool)
-            if mask.shape != (self.num_envs,):
-                raise ValueError(f"options['reset_mask']: shape {mask.shape}; expected "
-                                 f"({self.num_envs},)")
         rows = np.flatnonzero(mask)
-        patients = self._parts.patients(options, self.num_envs)
         engine.reset_rows(torch.as_tensor(rows, device=engine.device),
                           None if patients is None else patients[torch.as_tensor(rows)])
         self._pending[rows] = False
@@ -107,6 +109,30 @@ class ImmuneWorldVectorEnv(VectorEnv):
         if mask[0]:
             self._parts.record(reset=True)
         return self._parts.observation(), _with_masks(self._parts.infos(None))
+
+    def _reset_mask(self, value: Any) -> np.ndarray:
+        """``options["reset_mask"]`` as ``(num_envs,)`` bools (all when ``None``)."""
+        n = self.num_envs
+        if value is None:
+            return np.ones(n, dtype=bool)
+        expected = f"{n} booleans (one per env)"
+        try:
+            mask = np.asarray(value)
+        except (ValueError, TypeError):
+            raise bad("options['reset_mask']", value, expected) from None
+        if mask.shape != (n,):
+            raise bad("options['reset_mask']", value, f"{expected}, shape ({n},)")
+        if mask.dtype.kind == "i" or mask.dtype.kind == "u":
+            if not np.isin(mask, (0, 1)).all():
+                raise bad("options['reset_mask']", value, f"{expected}: 0/1 or True/False")
+        elif mask.dtype.kind != "b":
+            raise bad("options['reset_mask']", value, expected)
+        mask = mask.astype(bool)
+        if not self._started and not mask.all():
+            raise ValidationError(f"options['reset_mask']: got {int(mask.sum())} of {n} envs; "
+                                  "expected every env on the first reset (the others would "
+                                  "start from no patient)")
+        return mask
 
     def step(self, actions):
         if not self._started:
@@ -181,7 +207,8 @@ def _autoreset_mode(value: AutoresetMode | str) -> AutoresetMode:
     for mode in AutoresetMode:
         if str(value).lower() in (mode.value.lower(), mode.name.lower()):
             return mode
-    raise ValueError(f"autoreset_mode: got {value!r}; expected NEXT_STEP or SAME_STEP")
+    raise bad("autoreset_mode", value, "NEXT_STEP or SAME_STEP (an AutoresetMode or its "
+              "name)")
 
 
 def _with_masks(infos: dict[str, np.ndarray], mask: np.ndarray | None = None

@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from immunegym.validation import ValidationError
 from immunegym.world_model.model import WorldModel
 from immunegym.world_model.timelines import CYCLE_DAYS, baseline_timelines
 
@@ -54,7 +55,7 @@ class WorldCore:
                  *, chunk_size: int = 4096, sample: bool = False,
                  max_sod_mm: float = math.expm1(8.0)) -> None:
         if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
-            raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
+            raise ValidationError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
         self.model = model
         self.device = model.device
         self.n, self.horizon, self.cycle_days = n, horizon, cycle_days

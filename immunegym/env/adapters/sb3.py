@@ -49,6 +49,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
+from immunegym.validation import ValidationError
+
 __all__ = ["ImmuneSB3VecEnv", "make_vec_env"]
 
 _RESERVED_KWARGS = ("num_envs", "vectorization_mode", "autoreset_mode", "vector_kwargs")
@@ -89,7 +91,7 @@ class ImmuneSB3VecEnv(VecEnv):
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
         mode = getattr(venv, "metadata", {}).get("autoreset_mode")
         if mode != AutoresetMode.SAME_STEP:
-            raise ValueError(f"venv.metadata['autoreset_mode']: got {mode!r}; expected "
+            raise ValidationError(f"venv.metadata['autoreset_mode']: got {mode!r}; expected "
                              f"{AutoresetMode.SAME_STEP!r} (SB3 resets ended envs within "
                              "the same step)")
         self.venv = venv
@@ -236,7 +238,7 @@ class ImmuneSB3VecEnv(VecEnv):
         """
         idx = set(self._get_indices(indices))
         if idx != set(range(self.num_envs)):
-            raise ValueError(f"indices: got {sorted(idx)}; expected all {self.num_envs} envs "
+            raise ValidationError(f"indices: got {sorted(idx)}; expected all {self.num_envs} envs "
                              f"(or None): {attr_name!r} is shared by the one native env")
         setattr(self.venv, attr_name, value)
 
@@ -309,11 +311,11 @@ class ImmuneSB3VecEnv(VecEnv):
             elif key == "patient" and not missing and all(np.ndim(v) == 0 for v in values):
                 merged[key] = values
             elif key == "patient":
-                raise ValueError(f"options['patient']: set for some envs only (missing for "
+                raise ValidationError(f"options['patient']: set for some envs only (missing for "
                                  f"envs {missing}) or not one patient each; expected one "
                                  "patient (id or bank row) for every env, or the same for all")
             else:
-                raise ValueError(f"options[{key!r}]: differs between envs; expected the same "
+                raise ValidationError(f"options[{key!r}]: differs between envs; expected the same "
                                  "value for every env (one batched reset)")
         return merged
 
@@ -344,20 +346,29 @@ def make_vec_env(env_id: str = "ImmuneWorld-v0", n_envs: int = 8, *, seed: int |
 
     Raises
     ------
-    ValueError
-        If ``n_envs`` is not an integer >= 1, or ``env_kwargs`` sets what the adapter fixes
-        (``num_envs``, ``vectorization_mode``, ``autoreset_mode``, ``vector_kwargs``).
+    ValidationError
+        If ``env_id`` is not a registered id with a vector entry point, ``n_envs`` not an
+        integer in ``1..2**22``, ``seed`` not ``None`` or an integer in ``0..2**63-1``, or
+        ``env_kwargs`` sets what the adapter fixes (``num_envs``, ``vectorization_mode``,
+        ``autoreset_mode``, ``vector_kwargs``); and as the native env for its keywords.
     """
-    if isinstance(n_envs, (bool, np.bool_)) or not isinstance(n_envs, (int, np.integer)) \
-            or n_envs < 1:
-        raise ValueError(f"n_envs: got {n_envs!r}; expected an integer >= 1")
+    from immunegym.env.engine import MAX_NUM_ENVS
+    from immunegym.validation import ValidationError, bad, integer
+    from immunegym.validation import seed as check_seed
+
+    n_envs = integer("n_envs", n_envs, low=1, high=MAX_NUM_ENVS)
+    seed = check_seed("seed", seed, optional=True)
     fixed = sorted(set(env_kwargs) & set(_RESERVED_KWARGS))
     if fixed:
-        raise ValueError(f"{fixed[0]}: set by make_vec_env (one native vector env in "
-                         "SAME_STEP autoreset mode); expected it not to be passed")
+        raise ValidationError(f"{fixed[0]}: set by make_vec_env (one native vector env in "
+                              "SAME_STEP autoreset mode); expected it not to be passed")
     import immunegym  # noqa: F401  (registers the ids)
 
-    venv = gym.make_vec(env_id, num_envs=int(n_envs), vectorization_mode="vector_entry_point",
+    ids = sorted(k for k, spec in gym.registry.items() if spec.vector_entry_point is not None
+                 and str(spec.vector_entry_point).startswith("immunegym."))
+    if not isinstance(env_id, str) or env_id not in ids:
+        raise bad("env_id", env_id, f"one of {ids}")
+    venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point",
                         autoreset_mode=AutoresetMode.SAME_STEP.value, **env_kwargs)
     env = ImmuneSB3VecEnv(venv)
     if seed is not None:
@@ -399,10 +410,10 @@ def _flat_masks(masks: np.ndarray, space: spaces.Space, n: int) -> np.ndarray:
     elif isinstance(space, spaces.MultiBinary):
         expected = int(np.prod(space.shape))
     else:
-        raise ValueError(f"action_space: {space} has no action masks; expected Discrete, "
+        raise ValidationError(f"action_space: {space} has no action masks; expected Discrete, "
                          "MultiDiscrete or MultiBinary")
     if masks.shape != (n, expected):
-        raise ValueError(f"info['action_mask']: {masks.shape[1]} entries per env; expected "
+        raise ValidationError(f"info['action_mask']: {masks.shape[1]} entries per env; expected "
                          f"{expected} for {space}")
     if isinstance(space, spaces.MultiBinary):
         off = np.ones_like(masks)
