@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 from immunegym._atomic import atomic_dir
+from immunegym.validation import ValidationError, output_path, refuse_shipped
 
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
 FORMAT_VERSION = 1
@@ -38,7 +39,9 @@ def save_policy(path: str | os.PathLike[str], tensors: dict[str, Any],
     import torch
     from safetensors.torch import save_file
 
-    target = Path(path)
+    # Agent checkpoints never belong in the package's shipped defaults.
+    target = refuse_shipped("save_path", output_path("save_path", path, directory=True),
+                            allow=False, flag="--replace-shipped")
     with atomic_dir(target) as staging:
         # Clones: contiguous, on the CPU, and no two names share memory (safetensors refuses
         # shared tensors; load_state_dict fills tied parameters from either name).
@@ -81,22 +84,23 @@ def load_policy(path: str | os.PathLike[str], *, fmt: str) -> tuple[dict[str, An
     try:
         config = json.loads((directory / CONFIG).read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"load_path: {str(directory / CONFIG)!r} is not JSON ({err})") from None
+        raise ValidationError(
+            f"load_path: {str(directory / CONFIG)!r} is not JSON ({err})") from None
     got = config.get("format") if isinstance(config, dict) else None
     if got != fmt:
-        raise ValueError(f"load_path: {str(directory / CONFIG)!r} has format {got!r}; "
+        raise ValidationError(f"load_path: {str(directory / CONFIG)!r} has format {got!r}; "
                          f"expected {fmt!r}")
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"load_path: format_version {config.get('format_version')!r}; this "
+        raise ValidationError(f"load_path: format_version {config.get('format_version')!r}; this "
                          f"immunegym reads {FORMAT_VERSION}")
     raw = (directory / WEIGHTS).read_bytes()
     if hashlib.sha256(raw).hexdigest() != config.get("weights_sha256"):
-        raise ValueError(f"load_path: {str(directory / WEIGHTS)!r} is not the weights "
+        raise ValidationError(f"load_path: {str(directory / WEIGHTS)!r} is not the weights "
                          f"{CONFIG} was written with (SHA-256 differs)")
     try:
         tensors = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"load_path: {str(directory / WEIGHTS)!r} is not a safetensors file "
+        raise ValidationError(f"load_path: {str(directory / WEIGHTS)!r} is not a safetensors file "
                          f"({err})") from None
     return tensors, config
 
@@ -107,11 +111,11 @@ def load_state(module, tensors: dict[str, Any], where: str) -> None:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{where}: weights do not match the network config.json describes: "
+        raise ValidationError(f"{where}: weights do not match the network config.json describes: "
                          f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     for key, value in expected.items():
         if tuple(tensors[key].shape) != tuple(value.shape):
-            raise ValueError(f"{where}: tensor {key} has shape {tuple(tensors[key].shape)}; "
+            raise ValidationError(f"{where}: tensor {key} has shape {tuple(tensors[key].shape)}; "
                              f"config.json implies {tuple(value.shape)}")
     module.load_state_dict(tensors)
 
@@ -127,7 +131,7 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
                 "dtype": str(space.dtype)}
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    raise ValueError(f"space: {space} cannot be saved; expected Box, Discrete or "
+    raise ValidationError(f"space: {space} cannot be saved; expected Box, Discrete or "
                      "MultiDiscrete (use observation_type='flat')")
 
 
@@ -142,7 +146,7 @@ def space_from_json(raw: dict[str, Any]) -> spaces.Space:
         return spaces.MultiDiscrete(np.asarray(raw["nvec"]), dtype=np.dtype(raw["dtype"]))
     if kind == "Discrete":
         return spaces.Discrete(int(raw["n"]), start=int(raw["start"]))
-    raise ValueError(f"config.json: space type {kind!r}; expected Box, Discrete or "
+    raise ValidationError(f"config.json: space type {kind!r}; expected Box, Discrete or "
                      "MultiDiscrete")
 
 
@@ -153,4 +157,4 @@ def _jsonable(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, (set, tuple)):
         return list(value)
-    raise TypeError(f"config.json: {type(value).__name__} is not JSON serializable")
+    raise ValidationError(f"config.json: {type(value).__name__} is not JSON serializable")

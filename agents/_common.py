@@ -13,6 +13,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from immunegym import validation as v
 from immunegym.planning.evaluate import (
     Evaluation,
     evaluate_policy,
@@ -42,6 +43,47 @@ class CommonArgs:
     """TensorBoard logs go to LOG_DIR/<agent>-<seed>-<time>"""
     eval_world: bool = True
     """also run the agent in ImmuneWorld-v0 on the same patients (the sim-to-real gap)"""
+
+    def __post_init__(self) -> None:
+        # tyro prints a ValueError raised here as a one-line error naming the argument.
+        check_common(self)
+
+
+MAX_EVAL_PATIENTS = 100_000
+MAX_HORIZON = 100
+"""Most cycles per episode (the env's own limit)."""
+
+
+def check_common(args: CommonArgs) -> None:
+    """Check the arguments every agent shares (raises ValidationError naming the field)."""
+    v.seed("seed", args.seed)
+    v.integer("horizon", args.horizon, low=1, high=MAX_HORIZON, hint="cycles")
+    v.integer("eval_patients", args.eval_patients, low=1, high=MAX_EVAL_PATIENTS)
+    v.device("device", args.device)
+    v.boolean("eval_world", args.eval_world)
+    v.output_path("log_dir", args.log_dir, directory=True)
+    if not isinstance(args.cancer_types, str):
+        raise v.bad("cancer_types", args.cancer_types, "comma-separated cancer types")
+    names = [c.strip() for c in args.cancer_types.split(",") if c.strip()]
+    if names:
+        from immunegym.sim.parameters import load_parameters
+
+        known = sorted(load_parameters().cancer_types)
+        for name in names:
+            v.choice("cancer_types", name, known)
+
+
+def check_path(field: str, value: str, *, load: bool) -> None:
+    """An agent's ``save_path`` (a writable directory) or ``load_path`` (an existing one)."""
+    if not isinstance(value, str):
+        raise v.bad(field, value, "a directory path or '' (none)")
+    if not value:
+        return
+    if load:
+        if not Path(value).is_dir():
+            raise v.bad(field, value, "an existing directory written by --save-path")
+    else:
+        v.output_path(field, value, directory=True)
 
 
 def mix(args: CommonArgs) -> dict[str, float]:

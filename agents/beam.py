@@ -18,10 +18,11 @@ import numpy as np
 
 from agents._common import CommonArgs, judge, search_progress, writer_for
 from agents.standard_of_care import StandardOfCare
+from immunegym import validation as v
 from immunegym.env.spaces import ActionCodec
 from immunegym.planning.policy import EpisodeStart, PlanFollower
-from immunegym.planning.regimen_search import SearchResult, beam, exhaustive
-from immunegym.planning.scoring import scorer_for
+from immunegym.planning.regimen_search import MAX_POPULATION, SearchResult, beam, exhaustive
+from immunegym.planning.scoring import MAX_SAMPLES, SIMULATORS, scorer_for
 
 
 @dataclass
@@ -37,6 +38,14 @@ class Args(CommonArgs):
     oracle: bool = False
     """search in ImmuneSim with the true patients (the planner's ceiling)"""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v.choice("method", self.method, ("beam", "exhaustive"))
+        v.integer("width", self.width, low=1, high=MAX_POPULATION)
+        v.integer("n_samples", self.n_samples, low=0, high=MAX_SAMPLES,
+                  hint="0: one per ensemble member")
+        v.boolean("oracle", self.oracle)
+
 
 class TreePlanner(PlanFollower):
     """Plans every patient by beam or exhaustive search at the start, then follows."""
@@ -45,8 +54,9 @@ class TreePlanner(PlanFollower):
                  model=None, n_samples: int | None = None, seed: int = 0,
                  device: str = "cpu", writer=None) -> None:
         super().__init__()
-        if method not in ("beam", "exhaustive"):
-            raise ValueError(f"method: got {method!r}; expected 'beam' or 'exhaustive'")
+        v.choice("method", method, ("beam", "exhaustive"))
+        v.choice("simulator", simulator, SIMULATORS)
+        v.integer("width", width, low=1, high=MAX_POPULATION)
         self.name = method + ("" if simulator == "world" else "_oracle")
         self.simulator, self.method, self.width = simulator, method, width
         self.model, self.n_samples, self.seed, self.device = model, n_samples, seed, device

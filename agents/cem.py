@@ -20,9 +20,15 @@ import numpy as np
 
 from agents._common import CommonArgs, judge, search_progress, writer_for
 from agents.standard_of_care import StandardOfCare
+from immunegym import validation as v
 from immunegym.planning.policy import EpisodeStart, PlanFollower
-from immunegym.planning.regimen_search import SearchResult, cem
-from immunegym.planning.scoring import scorer_for
+from immunegym.planning.regimen_search import (
+    MAX_ITERATIONS,
+    MAX_POPULATION,
+    SearchResult,
+    cem,
+)
+from immunegym.planning.scoring import MAX_SAMPLES, SIMULATORS, scorer_for
 
 
 @dataclass
@@ -41,6 +47,16 @@ class Args(CommonArgs):
     """simulations per plan (0: one per ensemble member; 2 in ImmuneSim)"""
     oracle: bool = False
     """plan in ImmuneSim with the true patients (the planner's ceiling)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v.integer("population", self.population, low=2, high=MAX_POPULATION)
+        v.integer("iterations", self.iterations, low=1, high=MAX_ITERATIONS)
+        v.number("elite_fraction", self.elite_fraction, low=0.0, high=1.0, low_open=True)
+        v.number("smoothing", self.smoothing, low=0.0, high=1.0, high_open=True)
+        v.integer("n_samples", self.n_samples, low=0, high=MAX_SAMPLES,
+                  hint="0: one per ensemble member")
+        v.boolean("oracle", self.oracle)
 
 
 class CEMPlanner(PlanFollower):
@@ -63,6 +79,8 @@ class CEMPlanner(PlanFollower):
                  n_samples: int | None = None, seed: int = 0, device: str = "cpu",
                  writer=None) -> None:
         super().__init__()
+        v.choice("simulator", simulator, SIMULATORS)
+        v.seed("seed", seed)
         self.name = "cem" if simulator == "world" else "cem_oracle"
         self.simulator, self.model, self.device, self.seed = simulator, model, device, seed
         self.settings = {"population": population, "iterations": iterations,

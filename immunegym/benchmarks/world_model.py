@@ -19,6 +19,7 @@ Metrics
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from immunegym.sim.cohort import HiddenTruth, simulate_cohort
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.parameters import load_parameters
 from immunegym.sim.suite import DEFAULT_SUITE
+from immunegym.validation import bad, boolean, integer, refuse_shipped
+from immunegym.validation import seed as validate_seed
 from immunegym.world_model.events import interval_dose
 from immunegym.world_model.model import INTERVAL_SAMPLES, WorldModel
 from immunegym.world_model.timelines import (
@@ -182,6 +185,10 @@ def evaluate(model: WorldModel, train: Timelines, origins: Origins, *, n_samples
     ``train_truth`` (the training patients' hidden truth) adds the privileged
     ``ridge_truth`` reference.
     """
+    if not isinstance(model, WorldModel):
+        raise bad("model", model, "a WorldModel")
+    n_samples = integer("n_samples", n_samples, low=2, high=100_000)
+    seed = validate_seed("seed", seed)
     ctx = origins.context
     doses = model.actual_doses(ctx, torch.as_tensor(origins.day, dtype=torch.float32),
                                HORIZONS).numpy()
@@ -325,6 +332,16 @@ def run_benchmark(model: WorldModel, *, quick: bool = False, suite_dir: str | Pa
     new seeds (all patients unseen). ``observation_only``: a model trained without the
     privileged state, scored on the same origins under ``"observation_only"``.
     """
+    if not isinstance(model, WorldModel):
+        raise bad("model", model, "a WorldModel (immunegym.world_model.load())")
+    if observation_only is not None and not isinstance(observation_only, WorldModel):
+        raise bad("observation_only", observation_only, "a WorldModel or None")
+    boolean("quick", quick)
+    seed = validate_seed("seed", seed)
+    if suite_dir is not None:
+        if not isinstance(suite_dir, str | os.PathLike) or not Path(suite_dir).is_dir():
+            raise bad("suite_dir", suite_dir, "a suite directory from `immunegym data "
+                      "make-suite` or None (generate in memory)")
     split_info = dict(model.card.get("split", {})) if model.card else {}
     test_fraction = float(split_info.get("test_fraction", 0.15))
     val_fraction = float(split_info.get("val_fraction", 0.15))
@@ -383,3 +400,58 @@ def run_benchmark(model: WorldModel, *, quick: bool = False, suite_dir: str | Pa
     if observation_only is not None:
         out["observation_only"] = obs_only[out["main_set"]] | {"held_out": obs_only}
     return out
+
+
+RECORD_KEYS = ("one_step", "rollout_6", "coverage90", "coverage90_by_horizon", "n_origins",
+               "n_patients", "main_set")
+"""The benchmark figures :func:`record_evaluation` writes into a checkpoint."""
+
+
+def record_evaluation(model: WorldModel, result: dict[str, object],
+                      path: str | os.PathLike[str] | None = None, *, quick: bool = False,
+                      allow_shipped: bool = False) -> Path:
+    """Write the figures of :func:`run_benchmark` into a checkpoint's record and card.
+
+    ``immunegym bench world-model --record`` calls this. The checkpoint directory is
+    rewritten whole (atomically, :meth:`WorldModel.save`) with ``evaluation`` set in
+    ``training.json`` and the model card.
+
+    Parameters
+    ----------
+    model
+        The model that was benchmarked (its weights are written back unchanged).
+    result
+        :func:`run_benchmark`'s output.
+    path
+        Checkpoint directory; the pretrained default when ``None``.
+    quick
+        The run was ``--quick`` (recorded in the command).
+    allow_shipped
+        Allow writing into the package's shipped pretrained folders (maintainers only,
+        the CLI's ``--replace-shipped``). Refused by default: the shipped record is
+        read-only.
+
+    Raises
+    ------
+    ValidationError
+        A shipped folder without ``allow_shipped``, an unwritable path, or a result
+        without the benchmark's figures; nothing is written then.
+    """
+    from immunegym.world_model.checkpoint import PRETRAINED
+
+    if not isinstance(model, WorldModel):
+        raise bad("model", model, "the WorldModel that was benchmarked")
+    boolean("quick", quick)
+    boolean("allow_shipped", allow_shipped)
+    target = Path(path) if path is not None else PRETRAINED
+    refuse_shipped("path", target, allow=allow_shipped, flag="--replace-shipped")
+    if not isinstance(result, dict) or any(k not in result for k in RECORD_KEYS):
+        missing = [k for k in RECORD_KEYS if not isinstance(result, dict) or k not in result]
+        raise bad("result", f"<result without {missing}>",
+                  "the output of run_benchmark(...)")
+    card = dict(model.card)
+    card["evaluation"] = {"command": "immunegym bench world-model" + (" --quick" if quick
+                                                                      else ""),
+                          **{k: result[k] for k in RECORD_KEYS}}
+    model.card = card
+    return model.to("cpu").save(target, card, allow_shipped=allow_shipped)

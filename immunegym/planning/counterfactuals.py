@@ -40,6 +40,7 @@ Response-type outcomes are NaN when the history has no scan at or before the dec
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 from collections.abc import Sequence
@@ -53,6 +54,33 @@ import torch
 
 from immunegym.ontology import FINE_TYPES, default_ontology
 from immunegym.planning.regimen import RegimenPlan, parse_plan
+from immunegym.validation import (
+    ValidationError,
+    bad,
+    choice,
+    existing_file,
+    integer,
+    memory_budget,
+    number,
+    output_path,
+)
+from immunegym.validation import device as validate_device
+from immunegym.validation import seed as validate_seed
+
+MAX_HORIZON = 1000
+"""Most cycles a counterfactual predicts (57 years of 21-day cycles; the model is trained on
+one-year follow-ups, so anything near this is extrapolation)."""
+
+MAX_SAMPLES = 100_000
+"""Most samples per regimen."""
+
+MAX_REGIMENS = 1000
+"""Most regimens compared at once."""
+
+
+class HistoryNotFoundError(ValidationError, FileNotFoundError):
+    """The history file does not exist."""
+
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -149,6 +177,11 @@ class Counterfactual:
     seed: int = 0
     types: tuple[str, ...] = field(default=FINE_TYPES)
 
+    def __repr__(self) -> str:
+        return (f"Counterfactual(patient={self.patient_id!r}, cancer_type={self.cancer_type!r}"
+                f", regimens={len(self.regimens)}, samples={self.n_samples}, "
+                f"horizon={self.horizon} cycles from day {self.decision_day:g})")
+
     # ------------------------------------------------------------------ outcomes
     @property
     def horizon(self) -> int:
@@ -206,8 +239,7 @@ class Counterfactual:
             within-member variance) and ``epistemic`` (variance over members of the member
             means); ``total == aleatoric + epistemic``.
         """
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome: {outcome!r}; expected one of {list(OUTCOMES)}")
+        choice("outcome", outcome, OUTCOMES)
         total, aleatoric, epistemic = _split_variance(self.outcomes()[outcome], self.member)
         return pd.DataFrame({"total": total, "aleatoric": aleatoric, "epistemic": epistemic},
                             index=pd.Index(self.regimens, name="regimen"))
@@ -252,11 +284,10 @@ class Counterfactual:
         ``median_final_sod_mm``, ``median_best_change_pct``, ``p_progression`` and
         ``final_malignant_fraction``. Ties go to the regimen listed first.
         """
-        if by not in _HIGHER_IS_BETTER:
-            raise ValueError(f"by: {by!r}; expected one of {list(_HIGHER_IS_BETTER)}")
+        choice("by", by, list(_HIGHER_IS_BETTER))
         values = self.table()[by].to_numpy(dtype=np.float64)
         if np.isnan(values).all():
-            raise ValueError(f"by: {by!r} is undefined for every regimen (no baseline scan at "
+            raise ValidationError(f"by: {by!r} is undefined for every regimen (no baseline scan at "
                              "or before the decision point?)")
         score = values if _HIGHER_IS_BETTER[by] else -values
         return self.regimens[int(np.nanargmax(score))]
@@ -309,7 +340,7 @@ class Counterfactual:
                 actual_regimen=str(data.get("actual_regimen", "unknown")),
                 seed=int(data.get("seed", 0)), types=tuple(data["types"]))
         except KeyError as err:
-            raise ValueError(f"data: missing key {err}; expected Counterfactual.to_dict() "
+            raise ValidationError(f"data: missing key {err}; expected Counterfactual.to_dict() "
                              "output") from None
 
 
@@ -373,11 +404,23 @@ def counterfactual(
     from immunegym.world_model.events import split_blocks
     from immunegym.world_model.timelines import CYCLE_DAYS
 
-    n_samples = _positive_int("n_samples", n_samples)
-    horizon = _positive_int("horizon", horizon)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: got {seed!r}; expected an integer >= 0")
+    n_samples = integer("n_samples", n_samples, low=1, high=MAX_SAMPLES)
+    horizon = integer("horizon", horizon, low=1, high=MAX_HORIZON,
+                      hint=f"{MAX_HORIZON} cycles of 21 days is {MAX_HORIZON * 21 // 365} years")
+    seed = validate_seed("seed", seed)
+    if model is not None and not hasattr(model, "rollout"):
+        raise bad("model", model, "a WorldModel or None (the pretrained default)")
+    if model is None:
+        device = validate_device("device", device)
     plans = _plans(regimens)
+    # The samples of every regimen, before anything is rolled out: (n_reg, S, H, K + 1)
+    # float32, held about three times over (the rollout, its copy, the concatenation).
+    n_members = len(model.members) if model is not None else 3
+    per = max(2, math.ceil(n_samples / n_members)) * n_members
+    memory_budget("horizon" if horizon > 64 else "n_samples",
+                  horizon if horizon > 64 else n_samples,
+                  3 * 4 * len(plans) * per * horizon * (len(FINE_TYPES) + 1),
+                  f"{len(plans)} regimens x {per} samples x {horizon} cycles")
     doses = np.stack([plan.cycle_doses(horizon, CYCLE_DAYS) for plan in plans])  # (n, H, R)
 
     tl = _timelines(history)
@@ -388,11 +431,9 @@ def counterfactual(
     first = float(obs_days[0])
     if at_day is None:
         at_day = first
-    if isinstance(at_day, bool) or not isinstance(at_day, (int, float, np.number)) \
-            or not math.isfinite(float(at_day)):
-        raise ValueError(f"at_day: got {at_day!r}; expected a finite day")
+    at_day = number("at_day", at_day)
     if float(at_day) < first:
-        raise ValueError(f"at_day: {at_day!r} is before patient {tl.patient_ids[row]!r}'s "
+        raise ValidationError(f"at_day: {at_day!r} is before patient {tl.patient_ids[row]!r}'s "
                          f"first observation (day {first:g}); expected a day >= {first:g}")
     context = full.truncate(np.array([at_day], dtype=np.float32))
     n_ctx = int(context.valid[0].sum())
@@ -487,8 +528,12 @@ def plot_counterfactual_tree(cf: Counterfactual, path: str | os.PathLike[str], *
 
     from immunegym._atomic import atomic_path
 
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level: got {level!r}; expected a band width in (0, 1)")
+    if not isinstance(cf, Counterfactual):
+        raise bad("cf", cf, "a Counterfactual (from counterfactual(...))")
+    level = number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+    output_path("path", path)
+    if title is not None and not isinstance(title, str):
+        raise bad("title", title, "text or None")
     columns = _type_columns(fraction, cf.types)
     label = ("CD8 T-cell fraction" if fraction == "cd8"
              else f"{default_ontology().node(fraction).name} fraction")
@@ -558,28 +603,24 @@ def plot_counterfactual_tree(cf: Counterfactual, path: str | os.PathLike[str], *
 
 
 # ---------------------------------------------------------------------------- helpers
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: got {value!r}; expected an integer >= 1")
-    return int(value)
-
-
 def _plans(regimens: Any) -> list[RegimenPlan]:
     if isinstance(regimens, (str, RegimenPlan)):
         regimens = [regimens]
     try:
         items = list(regimens)
     except TypeError:
-        raise ValueError(f"regimens: got {regimens!r}; expected a list of regimen texts, "
+        raise ValidationError(f"regimens: got {regimens!r}; expected a list of regimen texts, "
                          "names or RegimenPlan") from None
     if not items:
-        raise ValueError("regimens: got an empty list; expected at least one regimen such "
+        raise ValidationError("regimens: got an empty list; expected at least one regimen such "
                          "as 'anti_pd1' or 'none'")
-    plans = [parse_plan(item) for item in items]
+    if len(items) > MAX_REGIMENS:
+        raise bad("regimens", f"<{len(items)} regimens>", f"at most {MAX_REGIMENS} regimens")
+    plans = [parse_plan(item, f"regimens[{i}]") for i, item in enumerate(items)]
     texts = [str(plan) for plan in plans]
     dup = sorted({t for t in texts if texts.count(t) > 1})
     if dup:
-        raise ValueError(f"regimens: {dup} listed twice; expected distinct regimens")
+        raise ValidationError(f"regimens: {dup} listed twice; expected distinct regimens")
     return plans
 
 
@@ -592,12 +633,12 @@ def _timelines(history: Any) -> Timelines:
         import anndata as ad
 
         file = Path(os.fsdecode(history))
-        if not file.is_file():
-            raise FileNotFoundError(f"history: no file {str(file)!r}; expected an .h5ad of a "
-                                    "registered cohort")
-        history = ad.read_h5ad(file)
+        if not file.exists():
+            raise HistoryNotFoundError(f"history: got {str(file)!r}; expected an .h5ad of a "
+                                       "registered cohort (no such file)")
+        history = ad.read_h5ad(existing_file("history", file, hdf5=True))
     if not hasattr(history, "obs") or not hasattr(history, "uns"):
-        raise ValueError(f"history: got {type(history).__name__}; expected an AnnData "
+        raise ValidationError(f"history: got {type(history).__name__}; expected an AnnData "
                          "registered with setup_anndata, a path to an .h5ad, or Timelines")
     return build_timelines(history)
 
@@ -605,15 +646,19 @@ def _timelines(history: Any) -> Timelines:
 def _patient_row(tl: Timelines, patient: str | None) -> int:
     ids = tl.patient_ids
     if not ids:
-        raise ValueError("history: holds no patients")
+        raise ValidationError("history: holds no patients")
     if patient is None:
         if len(ids) > 1:
-            raise ValueError(f"patient: got None but the history holds {len(ids)} patients; "
+            raise ValidationError(f"patient: got None but the history holds {len(ids)} patients; "
                              f"expected one of their ids, e.g. {ids[:5]}")
         return 0
+    if not isinstance(patient, str | int | np.integer) or isinstance(patient, bool):
+        raise bad("patient", patient, "a patient id (text)")
     if str(patient) not in ids:
-        raise ValueError(f"patient: {patient!r} is not in the history; expected one of "
-                         f"{ids[:5]}{' ...' if len(ids) > 5 else ''}")
+        near = difflib.get_close_matches(str(patient), ids, n=1)
+        tip = f" (did you mean {near[0]!r}?)" if near else ""
+        raise bad("patient", patient, f"a patient id of the history ({len(ids)} patients, "
+                  f"e.g. {ids[:5]}{' ...' if len(ids) > 5 else ''}){tip}")
     return ids.index(str(patient))
 
 
@@ -621,7 +666,7 @@ def _type_columns(which: str, types: Sequence[str]) -> list[int]:
     names = CD8_TYPES if which == "cd8" else (which,)
     missing = [n for n in names if n not in types]
     if missing:
-        raise ValueError(f"fraction: {which!r} is not a composition column; expected 'cd8' "
+        raise ValidationError(f"fraction: {which!r} is not a composition column; expected 'cd8' "
                          f"or one of {list(types)}")
     return [list(types).index(n) for n in names]
 

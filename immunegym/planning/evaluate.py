@@ -19,6 +19,9 @@ import numpy as np
 from immunegym.env.scenario import RewardWeights, Scenario
 from immunegym.planning.policy import EpisodeStart, Policy
 from immunegym.sim.outcomes import RESPONSE_CODES
+from immunegym.validation import bad, boolean, choice, integer
+from immunegym.validation import device as validate_device
+from immunegym.validation import seed as validate_seed
 
 SIMULATORS: tuple[str, ...] = ("world", "sim")
 """``"world"``: ImmuneWorld-v0 (the world model); ``"sim"``: ImmuneSim-v0 (ground truth)."""
@@ -65,6 +68,11 @@ class Evaluation:
     died: np.ndarray
     given: np.ndarray
 
+    def __repr__(self) -> str:
+        return (f"Evaluation(policy={self.policy!r}, simulator={self.simulator!r}, "
+                f"patients={len(self.returns)}, mean return {float(np.mean(self.returns)):.3g}, "
+                f"cycles={self.given.shape[1] if self.given.ndim == 3 else 0})")
+
     @property
     def responder(self) -> np.ndarray:
         """``(n,)`` best response PR or CR."""
@@ -74,7 +82,8 @@ class Evaluation:
         """Means with bootstrap 95% CIs over patients, and the Kaplan-Meier PFS median."""
         from immunegym.sim.trial import km_median
 
-        rng = np.random.default_rng(seed)
+        n_boot = integer("n_boot", n_boot, low=1, high=1_000_000)
+        rng = np.random.default_rng(validate_seed("seed", seed))
         n = len(self.returns)
         boot = rng.integers(0, n, (n_boot, n))
 
@@ -124,8 +133,10 @@ def make_env(simulator: str, scenario: Scenario, n_envs: int, *, model=None,
     """A native vector env of ``simulator`` (NEXT_STEP autoreset)."""
     from immunegym.env.vector import ImmuneSimVectorEnv, ImmuneWorldVectorEnv
 
-    if simulator not in SIMULATORS:
-        raise ValueError(f"simulator: got {simulator!r}; expected one of {list(SIMULATORS)}")
+    choice("simulator", simulator, SIMULATORS)
+    if not isinstance(scenario, Scenario):
+        raise bad("scenario", scenario, "a Scenario")
+    n_envs = integer("n_envs", n_envs, low=1, high=10_000_000)
     cls = ImmuneWorldVectorEnv if simulator == "world" else ImmuneSimVectorEnv
     return cls(n_envs, scenario=scenario, model=model if simulator == "world" else None,
                device=device, bank=bank)
@@ -154,10 +165,17 @@ def evaluate_policy(policy: Policy, simulator: str, scenario: Scenario, *,
     device
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     """
-    n = scenario.bank_size if n_patients is None else int(n_patients)
-    if not 1 <= n <= scenario.bank_size:
-        raise ValueError(f"n_patients: got {n_patients!r}; expected 1..{scenario.bank_size} "
-                         "(the scenario's bank_size)")
+    if not isinstance(policy, Policy):
+        raise bad("policy", policy, "a Policy (an object with name, start(episodes) and "
+                  "act(obs, infos))")
+    choice("simulator", simulator, SIMULATORS)
+    if not isinstance(scenario, Scenario):
+        raise bad("scenario", scenario, "a Scenario (e.g. leaderboard_scenario())")
+    n = scenario.bank_size if n_patients is None else integer(
+        "n_patients", n_patients, low=1, high=scenario.bank_size,
+        hint="the scenario's bank_size")
+    seed = validate_seed("seed", seed)
+    device = validate_device("device", device)
     env = make_env(simulator, scenario, n, model=model, device=device)
     obs, infos = env.reset(seed=seed, options={"patient": np.arange(n)})
     start = episode_start(env, obs, infos)
@@ -213,8 +231,14 @@ def leaderboard_scenario(*, held_out: bool = True, horizon: int = 8, n_patients:
     Every calibrated cancer type in equal shares, ``horizon`` 3-week cycles, the
     :data:`LEADERBOARD_REWARD`; held-out patients come from :data:`HELD_OUT_BANK_SEED`.
     """
-    return Scenario(cancer_types=dict(cancer_types or {}), bank_size=int(n_patients),
-                    bank_seed=HELD_OUT_BANK_SEED if held_out else 0, horizon=int(horizon),
+    boolean("held_out", held_out)
+    n_patients = integer("n_patients", n_patients, low=1)
+    horizon = integer("horizon", horizon, low=1)
+    if cancer_types is not None and not isinstance(cancer_types, dict):
+        raise bad("cancer_types", cancer_types, "a mapping of cancer type -> weight or None")
+    # Scenario checks the horizon, bank size and cancer types (names the field).
+    return Scenario(cancer_types=dict(cancer_types or {}), bank_size=n_patients,
+                    bank_seed=HELD_OUT_BANK_SEED if held_out else 0, horizon=horizon,
                     reward=LEADERBOARD_REWARD)
 
 
@@ -225,6 +249,10 @@ def leaderboard_entry(results: dict[str, Evaluation]) -> dict[str, Any]:
     ``return_by_cancer_type_sim``; with a world evaluation also ``return_world`` and
     ``sim_to_real_gap`` (world minus sim). Full summaries sit under ``"sim"`` / ``"world"``.
     """
+    if not isinstance(results, dict) or "sim" not in results or not all(
+            isinstance(v, Evaluation) for v in results.values()):
+        raise bad("results", results, "a dict of Evaluation with a 'sim' entry (and "
+                  "optionally 'world')")
     sim_eval = results["sim"]
     sim = sim_eval.summary()
     by_type = {c: float(sim_eval.returns[sim_eval.cancer_type == c].mean())

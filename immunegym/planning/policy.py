@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from immunegym.env.scenario import Scenario
+from immunegym.validation import ValidationError, bad
 
 
 @dataclass
@@ -61,16 +62,20 @@ def dose_levels_to_actions(doses: np.ndarray, scenario: Scenario) -> np.ndarray:
         If the scenario's action type is not ``"multidiscrete"``, or a dose is further than
         0.01 from every level (the plan asks for a dose the env cannot give).
     """
+    if not isinstance(scenario, Scenario):
+        raise bad("scenario", scenario, "a Scenario")
     if scenario.action_type != "multidiscrete":
-        raise ValueError(f"action_type: plans act through 'multidiscrete' dose levels, got "
+        raise ValidationError(f"action_type: plans act through 'multidiscrete' dose levels, got "
                          f"{scenario.action_type!r}")
     levels = np.asarray(scenario.dose_levels, dtype=np.float64)
     doses = np.asarray(doses, dtype=np.float64)
+    if not np.isfinite(doses).all():
+        raise bad("doses", "<plans with NaN or infinite doses>", "finite dose multiples")
     gap = np.abs(doses[..., None] - levels)
     index = gap.argmin(-1)
     if np.any(gap.min(-1) > 0.01):
-        bad = np.unique(doses[gap.min(-1) > 0.01])[:3]
-        raise ValueError(f"doses: {bad.tolist()} are not dose levels of the scenario "
+        off = np.unique(doses[gap.min(-1) > 0.01])[:3]
+        raise ValidationError(f"doses: {off.tolist()} are not dose levels of the scenario "
                          f"{list(scenario.dose_levels)}")
     return index.astype(np.int64)
 
@@ -91,6 +96,9 @@ class PlanFollower:
         self._planned_for = b""
 
     def start(self, episodes: EpisodeStart) -> None:
+        if not isinstance(episodes, EpisodeStart):
+            raise bad("episodes", episodes, "an EpisodeStart (what the clinic knows at the "
+                      "start: cancer type, baseline biopsy and scan)")
         self.scenario = episodes.scenario
         # Judging runs the same patients in two simulators: plan once per baseline.
         key = (episodes.patient_id.tobytes() + episodes.composition.tobytes()
@@ -100,7 +108,7 @@ class PlanFollower:
             self._planned_for = key
         n, h = len(episodes.cancer_type), episodes.scenario.horizon
         if self.plans.shape[:2] != (n, h):
-            raise ValueError(f"plans: shape {self.plans.shape}; expected ({n}, {h}, R)")
+            raise ValidationError(f"plans: shape {self.plans.shape}; expected ({n}, {h}, R)")
 
     def make_plans(self, episodes: EpisodeStart) -> np.ndarray:
         """``(n, H, R)`` dose multiples per row and cycle."""

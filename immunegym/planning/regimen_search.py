@@ -19,17 +19,66 @@ of the best distinct plans seen.
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from immunegym.planning.regimen import RegimenPlan
+from immunegym.validation import (
+    ValidationError,
+    bad,
+    boolean,
+    choice,
+    existing_file,
+    integer,
+    memory_budget,
+    number,
+)
+from immunegym.validation import device as validate_device
+from immunegym.validation import seed as validate_seed
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``score(patients (P,), plans (P, C, H, R)) -> (P, C)`` expected returns."""
 
 METHODS: tuple[str, ...] = ("cem", "beam", "exhaustive")
+MAX_HORIZON = 520
+"""Most cycles a plan may span (30 years of 21-day cycles)."""
+MAX_BUDGET = 10_000_000
+"""Most plans scored per patient by :func:`search`."""
+MAX_POPULATION = 100_000
+"""Largest CEM population or beam width."""
+MAX_ITERATIONS = 100_000
+MAX_TOP_K = 1000
+
+
+def _budget(field: str, value: object, n_bytes: float) -> None:
+    memory_budget(field, value, n_bytes, "the candidate plans")
+
+
+def _levels(levels: object) -> np.ndarray:
+    """Dose levels as a non-empty (L,) array of finite values >= 0."""
+    try:
+        out = np.asarray(levels, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise bad("levels", levels, "a list of dose levels >= 0") from None
+    if out.ndim != 1 or not len(out) or not np.isfinite(out).all() or (out < 0).any():
+        raise bad("levels", levels, "a non-empty list of finite dose levels >= 0")
+    return out
+
+
+def _menu(menu: object) -> np.ndarray:
+    """A regimen menu as a non-empty (M, R) array of finite dose multiples >= 0."""
+    try:
+        out = np.asarray(menu, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise bad("menu", menu, "(M, R) dose multiples, one row per menu regimen") from None
+    if out.ndim != 2 or not out.size or not np.isfinite(out).all() or (out < 0).any():
+        raise bad("menu", f"<shape {out.shape}>", "a non-empty (M, R) array of finite dose "
+                  "multiples >= 0")
+    return out
 
 
 @dataclass
@@ -56,6 +105,13 @@ class SearchResult:
     trace: list[float] = field(default_factory=list)
     evaluations: int = 0
     patient_id: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+
+    def __repr__(self) -> str:
+        n_p = len(self.values)
+        shape = "x".join(str(d) for d in np.shape(self.plans)[1:])
+        best = f", mean best value {float(np.mean(self.values)):.3g}" if n_p else ""
+        return (f"SearchResult(patients={n_p}, plans={shape} (cycles x therapies), "
+                f"evaluations={self.evaluations} per patient{best})")
 
     def table(self):
         """The ranking as a DataFrame: patient_id, rank, regimen, predicted_return."""
@@ -109,15 +165,27 @@ class _HallOfFame:
 
 
 def _check(patients: np.ndarray, horizon: int, n_therapies: int,
-           seeds: np.ndarray | None) -> np.ndarray | None:
-    if horizon < 1:
-        raise ValueError(f"horizon: got {horizon}; expected >= 1")
+           seeds: np.ndarray | None, score: object = None, top_k: int = 5) -> np.ndarray | None:
+    if score is not None and not callable(score):
+        raise bad("score", score, "a function score(patients, plans) -> (P, C) values")
+    integer("horizon", horizon, low=1, high=MAX_HORIZON)
+    integer("n_therapies", n_therapies, low=1, high=1024)
+    integer("top_k", top_k, low=1, high=MAX_TOP_K)
+    if np.ndim(patients) != 1 or len(patients) == 0:
+        raise bad("patients", f"<shape {np.shape(patients)}>", "a non-empty (P,) array of "
+                  "patient rows")
     if seeds is None:
         return None
-    seeds = np.asarray(seeds, dtype=np.float32)
+    try:
+        seeds = np.asarray(seeds, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise bad("seeds", seeds, "(patients, M, horizon, therapies) dose plans") from None
+    if not np.isfinite(seeds).all() or (seeds < 0).any():
+        raise bad("seeds", "<plans with negative or non-finite doses>",
+                  "finite dose multiples >= 0")
     want = (len(patients), horizon, n_therapies)
     if seeds.ndim != 4 or (seeds.shape[0], *seeds.shape[2:]) != want:
-        raise ValueError(f"seeds: shape {seeds.shape}; expected (patients, M, horizon, "
+        raise ValidationError(f"seeds: shape {seeds.shape}; expected (patients, M, horizon, "
                          f"therapies) = ({want[0]}, M, {want[1]}, {want[2]})")
     return seeds
 
@@ -160,15 +228,16 @@ def cem(score: ScoreFn, patients: np.ndarray, horizon: int, levels: Sequence[flo
         Called with ``(iteration, mean best value)`` after each iteration.
     """
     patients = np.asarray(patients)
-    seeds = _check(patients, horizon, n_therapies, seeds)
-    if population < 2 or iterations < 1:
-        raise ValueError(f"population, iterations: got {population}, {iterations}; expected "
-                         ">= 2 and >= 1")
-    if not 0 < elite_fraction <= 1 or not 0 <= smoothing < 1:
-        raise ValueError(f"elite_fraction, smoothing: got {elite_fraction}, {smoothing}; "
-                         "expected (0, 1] and [0, 1)")
-    rng = np.random.default_rng(seed)
-    levels = np.asarray(levels, dtype=np.float32)
+    seeds = _check(patients, horizon, n_therapies, seeds, score, top_k)
+    population = integer("population", population, low=2, high=MAX_POPULATION)
+    iterations = integer("iterations", iterations, low=1, high=MAX_ITERATIONS)
+    number("elite_fraction", elite_fraction, low=0.0, high=1.0, low_open=True)
+    number("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
+    levels = _levels(levels)
+    # Candidates (P, population, H, R) and the categorical probabilities (P, H, R, levels).
+    _budget("population", population, 4 * len(patients) * population * horizon
+            * n_therapies * (2 + len(levels)))
+    rng = np.random.default_rng(validate_seed("seed", seed))
     n_p, n_l = len(patients), len(levels)
     probs = np.full((n_p, horizon, n_therapies, n_l), 1.0 / n_l)
     n_elite = max(1, int(round(elite_fraction * population)))
@@ -222,11 +291,11 @@ def beam(score: ScoreFn, patients: np.ndarray, horizon: int, menu: np.ndarray, *
         Partial plans kept per patient after each cycle.
     """
     patients = np.asarray(patients)
-    menu = np.asarray(menu, dtype=np.float32)
+    menu = _menu(menu)
     n_p, (n_m, n_r) = len(patients), menu.shape
-    seeds = _check(patients, horizon, n_r, seeds)
-    if width < 1:
-        raise ValueError(f"width: got {width}; expected >= 1")
+    seeds = _check(patients, horizon, n_r, seeds, score, top_k)
+    width = integer("width", width, low=1, high=MAX_POPULATION)
+    _budget("width", width, 4 * 3 * n_p * width * n_m * horizon * n_r)
     hall = _HallOfFame(n_p, top_k)
     evaluations = 0
     if seeds is not None:
@@ -261,13 +330,16 @@ def exhaustive(score: ScoreFn, patients: np.ndarray, horizon: int, menu: np.ndar
         The ``K`` tried (default: every other cycle, ``2, 4, ...`` below the horizon).
     """
     patients = np.asarray(patients)
-    menu = np.asarray(menu, dtype=np.float32)
+    menu = _menu(menu)
     n_p, (n_m, n_r) = len(patients), menu.shape
-    seeds = _check(patients, horizon, n_r, seeds)
+    seeds = _check(patients, horizon, n_r, seeds, score, top_k)
     ks = list(switch_cycles) if switch_cycles is not None else list(range(2, horizon, 2))
-    bad = [k for k in ks if not 0 < k < horizon]
-    if bad:
-        raise ValueError(f"switch_cycles: {bad} outside 1..{horizon - 1}")
+    outside = [k for k in ks if not isinstance(k, int | np.integer) or not 0 < k < horizon]
+    if outside:
+        raise bad("switch_cycles", outside, f"cycles in 1..{horizon - 1}")
+    # The whole tree is scored at once: (P, plans, H, R) float32, twice (stack, broadcast).
+    n_plans = n_m + n_m * (n_m - 1) * len(ks)
+    _budget("horizon", horizon, 2 * 4 * n_p * n_plans * horizon * n_r)
     plans = [np.repeat(menu[a][None], horizon, 0) for a in range(n_m)]
     for a in range(n_m):
         for b in range(n_m):
@@ -336,23 +408,53 @@ def search(history, budget: int = 256, *, patients: Sequence[str] | None = None,
     from immunegym.env.patients import PatientBank
     from immunegym.planning.evaluate import leaderboard_scenario
 
-    if method not in METHODS:
-        raise ValueError(f"method: got {method!r}; expected one of {list(METHODS)}")
-    if not (isinstance(budget, int) and budget >= 2):
-        raise ValueError(f"budget: got {budget!r}; expected an integer >= 2 (plans scored "
-                         "per patient)")
+    choice("method", method, METHODS)
+    budget = integer("budget", budget, low=2, high=MAX_BUDGET,
+                     hint="plans scored per patient")
+    horizon = integer("horizon", horizon, low=1, high=MAX_HORIZON)
+    top_k = integer("top_k", top_k, low=1, high=MAX_TOP_K)
+    if n_samples is not None:
+        n_samples = integer("n_samples", n_samples, low=1, high=10_000)
+    seed = validate_seed("seed", seed)
+    device = validate_device("device", device)
+    boolean("ray", ray)
+    if num_tasks is not None:
+        num_tasks = integer("num_tasks", num_tasks, low=1, high=100_000)
+    if address is not None and not isinstance(address, str):
+        raise bad("address", address, "a Ray address (text) or None")
+    if patients is not None:
+        if isinstance(patients, str) or not hasattr(patients, "__iter__"):
+            raise bad("patients", patients, "a non-empty list of patient ids or None (all)")
+        patients = list(patients)
+        if not patients:
+            raise bad("patients", patients, "a non-empty list of patient ids or None (all)")
+    if model is not None and not hasattr(model, "members"):
+        raise bad("model", model, "a WorldModel or None (the pretrained default)")
+    if isinstance(history, (str, bytes)) or hasattr(history, "__fspath__"):
+        import anndata as ad
+
+        history = ad.read_h5ad(existing_file("history", os.fsdecode(history), hdf5=True))
+    elif not (hasattr(history, "obs") and hasattr(history, "uns")):
+        raise bad("history", f"<{type(history).__name__}>", "an AnnData registered with "
+                  "setup_anndata or a path to an .h5ad")
     if model is None:
         from immunegym.world_model import load
 
         model = load(device=device)
-    if isinstance(history, (str, bytes)) or hasattr(history, "__fspath__"):
-        import anndata as ad
-
-        history = ad.read_h5ad(history)
     bank = PatientBank.from_anndata(history, prior=model.leaf_prior(), seed=seed,
                                     device=device)
-    rows = (np.arange(len(bank)) if patients is None
-            else np.asarray([bank.index_of(str(p)) for p in patients]))
+    if patients is None:
+        rows = np.arange(len(bank))
+    else:
+        known = set(bank.patient_id.astype(str).tolist())
+        missing = [str(p) for p in patients if str(p) not in known]
+        if missing:
+            ids = sorted(known)
+            near = difflib.get_close_matches(missing[0], ids, n=1)
+            tip = f" (did you mean {near[0]!r}?)" if near else ""
+            raise bad("patients", missing[:5], f"patient ids of the history ({len(ids)} "
+                      f"patients, e.g. {ids[:5]}){tip}")
+        rows = np.asarray([bank.index_of(str(p)) for p in patients])
     scenario = scenario or leaderboard_scenario(horizon=horizon)
     scenario = scenario.updated(horizon=horizon)
     settings = {"method": method, "budget": budget, "scenario": scenario, "top_k": top_k,

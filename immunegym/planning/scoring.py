@@ -23,6 +23,13 @@ from immunegym.env.patients import PatientBank
 from immunegym.env.scenario import Scenario
 from immunegym.sim.parameters import load_parameters
 from immunegym.sim.toxicity import typical_tox_patients, with_regimen_toxicity
+from immunegym.validation import ValidationError, bad, choice, integer
+from immunegym.validation import device as validate_device
+from immunegym.validation import seed as validate_seed
+
+SIMULATORS: tuple[str, ...] = ("world", "sim")
+MAX_SAMPLES = 10_000
+"""Most simulations per plan."""
 
 
 class EngineScorer:
@@ -52,15 +59,25 @@ class EngineScorer:
     def __init__(self, simulator: str, scenario: Scenario, bank: PatientBank, *, model=None,
                  n_samples: int | None = None, seed: int = 0, device: str = "cpu",
                  max_rows: int = 4096) -> None:
+        choice("simulator", simulator, SIMULATORS)
+        if not isinstance(scenario, Scenario):
+            raise bad("scenario", scenario, "a Scenario")
+        if not isinstance(bank, PatientBank):
+            raise bad("bank", bank, "a PatientBank")
+        if n_samples is not None:
+            n_samples = integer("n_samples", n_samples, low=1, high=MAX_SAMPLES)
+        seed = validate_seed("seed", seed)
+        device = validate_device("device", device)
+        max_rows = integer("max_rows", max_rows, low=1, high=10_000_000)
         if simulator == "world" and model is None:
             from immunegym.world_model import load
 
             model = load(device=device)
+        if simulator == "world" and not hasattr(model, "members"):
+            raise bad("model", model, "a WorldModel or None (the pretrained default)")
         self.simulator, self.scenario, self.bank, self.model = simulator, scenario, bank, model
         if n_samples is None:
             n_samples = len(model.members) if simulator == "world" else 2
-        if n_samples < 1:
-            raise ValueError(f"n_samples: got {n_samples}; expected >= 1")
         self.n_samples, self.seed, self.device = int(n_samples), int(seed), device
         self.max_rows = max(int(max_rows), self.n_samples)
         self.simulated = 0  # patient-cycles simulated so far (the compute spent)
@@ -76,11 +93,25 @@ class EngineScorer:
     def __call__(self, patients: np.ndarray, plans: np.ndarray) -> np.ndarray:
         """Mean return of ``plans`` (``(P, C, H, R)`` dose multiples) for bank rows
         ``patients`` (``(P,)``): ``(P, C)``."""
-        plans = np.asarray(plans, dtype=np.float32)
+        try:
+            plans = np.asarray(plans, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise bad("plans", plans, "(P, C, H, R) dose multiples") from None
+        if plans.ndim != 4:
+            raise bad("plans", f"<shape {plans.shape}>", "(patients, candidates, cycles, "
+                      "therapies) dose multiples")
         p, c, h, r = plans.shape
         if h > self.scenario.horizon:
-            raise ValueError(f"plans: {h} cycles; the scenario's horizon is "
+            raise ValidationError(f"plans: {h} cycles; the scenario's horizon is "
                              f"{self.scenario.horizon}")
+        if not np.isfinite(plans).all() or (plans < 0).any():
+            raise bad("plans", "<negative or non-finite doses>", "finite dose multiples >= 0")
+        patients = np.asarray(patients)
+        if patients.shape != (p,):
+            raise bad("patients", f"<shape {patients.shape}>", f"({p},) bank rows, one per "
+                      "row of plans")
+        if p and (patients.min() < 0 or patients.max() >= len(self.bank)):
+            raise bad("patients", patients.tolist()[:5], f"bank rows in 0..{len(self.bank) - 1}")
         pairs_patient = np.repeat(np.asarray(patients), c)
         pairs_plan = plans.reshape(p * c, h, r)
         s = self.n_samples
@@ -151,6 +182,11 @@ def scorer_for(episodes, simulator: str = "world", *, model=None, n_samples: int
     it is handed ImmuneSim's own patients, hidden state included (the same bank the
     scenario's ``bank_seed`` draws for the evaluation env).
     """
+    from immunegym.planning.policy import EpisodeStart
+
+    choice("simulator", simulator, SIMULATORS)
+    if not isinstance(episodes, EpisodeStart):
+        raise bad("episodes", episodes, "an EpisodeStart")
     sc = episodes.scenario
     if simulator == "world":
         bank = belief_bank(episodes.cancer_type, episodes.composition, episodes.sod_mm,
@@ -161,7 +197,7 @@ def scorer_for(episodes, simulator: str = "world", *, model=None, n_samples: int
                                     device=device)
         rows = np.asarray([bank.index_of(str(p)) for p in episodes.patient_id])
     else:
-        raise ValueError(f"simulator: got {simulator!r}; expected 'world' or 'sim'")
+        raise bad("simulator", simulator, "'world' or 'sim'")
     scorer = EngineScorer(simulator, sc, bank, model=model, n_samples=n_samples, seed=seed,
                           device=device, max_rows=max_rows)
     return scorer, rows

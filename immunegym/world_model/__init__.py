@@ -40,7 +40,13 @@ from immunegym.world_model.timelines import (
 
 
 def load(path: str | os.PathLike[str] | None = None, *, device: str = "cpu") -> WorldModel:
-    """Load a checkpoint directory; the pretrained default when ``path`` is None."""
+    """Load a checkpoint directory; the pretrained default when ``path`` is None.
+
+    ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. The checkpoint is
+    checked before use (config keys and types, the cell-type order, every tensor's shape and
+    finiteness); a bad one raises :class:`~immunegym.validation.ValidationError` naming the
+    file and key. Nothing is unpickled.
+    """
     return WorldModel.load(path, device=device)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from immunegym.validation import ValidationError
 from immunegym.world_model.latent import LOG_EPS, EventInputs
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines
 
@@ -68,7 +69,7 @@ def lab_indices(labs: Sequence[str], known: Sequence[str]) -> torch.Tensor:
         elif lab in UNKNOWN_LABS:
             out.append(len(known))
         else:
-            raise ValueError(
+            raise ValidationError(
                 f"lab: {lab!r} is not a lab this model has seen ({list(known)}); set the "
                 f"patients' lab to 'unknown' to read it without a labeling bias, or fine-tune "
                 "the model on that lab's data (WorldModel.fit_observations)")

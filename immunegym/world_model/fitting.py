@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
+from immunegym.validation import ValidationError, boolean, integer, known_keys, number
 from immunegym.world_model.events import grid_doses, index_inputs, interval_dose, mask_points
 from immunegym.world_model.latent import (
     EventInputs,
@@ -39,6 +40,33 @@ from immunegym.world_model.timelines import CYCLE_DAYS, Timelines
 MAX_SUBSTEPS = 4
 """Most dynamics steps used to bridge one irregular gap (a gap longer than 4 cycles is
 bridged by 4 longer steps)."""
+
+
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_000_000
+MAX_HORIZONS = 64
+"""Most rollout cycles scored in training (the grid truth holds that many per point)."""
+
+
+def check_train_fields(values: Mapping[str, object], prefix: str = "") -> None:
+    """Check :class:`TrainConfig` settings (raises ValidationError naming the key)."""
+    ints = {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH),
+            "patience": (1, MAX_EPOCHS), "horizons": (1, MAX_HORIZONS)}
+    for key, (low, high) in ints.items():
+        if key in values:
+            integer(f"{prefix}{key}", values[key], low=low, high=high)
+    if "lr" in values:
+        number(f"{prefix}lr", values["lr"], low=0.0, high=10.0, low_open=True)
+    if "input_dropout" in values:
+        number(f"{prefix}input_dropout", values["input_dropout"], low=0.0, high=1.0,
+               high_open=True)
+    for key in ("weight_decay", "observation_weight", "interaction_penalty",
+                "composition_weight"):
+        if key in values:
+            number(f"{prefix}{key}", values[key], low=0.0, high=1e6)
+    for key in ("privileged", "bootstrap"):
+        if key in values:
+            boolean(f"{prefix}{key}", values[key])
 
 
 @dataclass(frozen=True)
@@ -80,36 +108,26 @@ class TrainConfig:
     composition_weight: float = 25.0
     bootstrap: bool = True
 
+    def __post_init__(self) -> None:
+        check_train_fields(vars(self))
+
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> TrainConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"train: unknown keys {unknown}; expected some of {sorted(known)}")
-        out = {}
-        for key, value in data.items():
-            kind = type(getattr(cls(), key))
-            if kind is bool:
-                if not isinstance(value, bool):
-                    raise ValueError(f"train.{key}: expected true or false, got {value!r}")
-                out[key] = value
-                continue
-            try:
-                out[key] = kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"train.{key}: expected a {kind.__name__}, got "
-                                 f"{value!r}") from None
-        cfg = cls(**out)
-        for key in ("epochs", "batch_size", "horizons"):
-            if getattr(cfg, key) < 1:
-                raise ValueError(f"train.{key}: expected >= 1, got {getattr(cfg, key)}")
-        for key in ("lr",):
-            if not getattr(cfg, key) > 0:
-                raise ValueError(f"train.{key}: expected > 0, got {getattr(cfg, key)}")
-        if not 0.0 <= cfg.input_dropout < 1.0:
-            raise ValueError(f"train.input_dropout: expected a value in [0, 1), got "
-                             f"{cfg.input_dropout}")
-        return cfg
+    def from_dict(cls, data: object, field: str = "train") -> TrainConfig:
+        """Settings from a mapping (a recipe's ``[train]``), every key and value checked.
+
+        Raises
+        ------
+        ValidationError
+            Naming ``<field>.<key>``: an unknown key (with the nearest known one), or a
+            value of the wrong type (``epochs = 2.5``, ``lr = "fast"``) or out of range.
+        """
+        values = known_keys(field, data, [f.name for f in fields(cls)])
+        check_train_fields(values, f"{field}.")
+        defaults = cls()
+        for key, value in values.items():
+            if isinstance(getattr(defaults, key), float):
+                values[key] = float(value)  # type: ignore[arg-type]  # TOML ``lr = 1``
+        return cls(**values)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -163,7 +181,7 @@ def training_tensors(module: LatentWorldModule, tl: Timelines, inputs: EventInpu
     if truth is not None:
         log_cells = torch.as_tensor(truth.log_cells[:, :, :horizons + 1], dtype=torch.float32)
         if log_cells.shape[:2] != (n_p, n_l):
-            raise ValueError(f"truth: shape {tuple(log_cells.shape[:2])} does not match the "
+            raise ValidationError(f"truth: shape {tuple(log_cells.shape[:2])} does not match the "
                              f"timelines ({n_p}, {n_l})")
         truth_z = module.standardize(log_cells)
         cells = torch.expm1(log_cells)

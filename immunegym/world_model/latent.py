@@ -30,10 +30,13 @@ backwards and, joined to the first, gives the *smoothed* state from the whole re
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from immunegym.validation import boolean, integer, known_keys
 
 LOG_EPS = 1e-3
 """Floor inside log-fraction input features: rare types at 0 stay finite."""
@@ -49,6 +52,26 @@ MIN_LOG_CELLS = 1e-4
 
 MIN_LOG_SIGMA, MAX_LOG_SIGMA = math.log(1e-3), math.log(5.0)
 MIN_LOG_CONCENTRATION, MAX_LOG_CONCENTRATION = math.log(2.0), math.log(1e5)
+
+
+MAX_WIDTH = 8192
+"""Largest network width (``d_hidden``, ``d_context``, ``d_dynamics``) a config may ask for."""
+
+MAX_COLUMNS = 1024
+"""Largest number of cell types, therapies, labs or cancer types a config may declare."""
+
+
+def check_latent_fields(values: Mapping[str, object], prefix: str = "") -> None:
+    """Check the sizes of a :class:`LatentConfig` (raises ValidationError naming the key)."""
+    bounds = {"n_types": (1, MAX_COLUMNS), "n_therapies": (1, MAX_COLUMNS),
+              "n_labs": (0, MAX_COLUMNS), "n_cancer_types": (0, MAX_COLUMNS),
+              "d_hidden": (1, MAX_WIDTH), "d_context": (1, MAX_WIDTH),
+              "d_dynamics": (1, MAX_WIDTH)}
+    for key, (low, high) in bounds.items():
+        if key in values:
+            integer(f"{prefix}{key}", values[key], low=low, high=high)
+    if "anchor_lab_bias" in values:
+        boolean(f"{prefix}anchor_lab_bias", values["anchor_lab_bias"])
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,25 @@ class LatentConfig:
     d_context: int = 16
     d_dynamics: int = 128
     anchor_lab_bias: bool = False
+
+    def __post_init__(self) -> None:
+        check_latent_fields(vars(self))
+
+    @classmethod
+    def from_dict(cls, data: object, field: str = "module") -> LatentConfig:
+        """A config from a mapping (a checkpoint's ``module``), every key and value checked.
+
+        Raises
+        ------
+        ValidationError
+            Naming ``<field>.<key>`` for an unknown key (with the nearest known one) or a
+            value of the wrong type or out of range.
+        """
+        from dataclasses import fields
+
+        values = known_keys(field, data, [f.name for f in fields(cls)])
+        check_latent_fields(values, f"{field}.")
+        return cls(**values)
 
     @property
     def n_pairs(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +21,21 @@ import torch
 
 from immunegym.data.vocab import THERAPIES
 from immunegym.ontology import FINE_TYPES
+from immunegym.planning.regimen import RegimenPlan, parse_plan, parse_therapy_set
 from immunegym.sim.observation import LABS
+from immunegym.validation import (
+    MAX_SEED,
+    ValidationError,
+    bad,
+    boolean,
+    choice,
+    integer,
+    known_keys,
+    memory_budget,
+    number,
+)
+from immunegym.validation import device as validate_device
+from immunegym.validation import seed as validate_seed
 from immunegym.world_model.events import (
     event_inputs,
     grid_doses,
@@ -39,6 +53,14 @@ from immunegym.world_model.latent import LatentConfig, LatentState, LatentWorldM
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines
 
 Noise = Literal["none", "aleatoric", "epistemic", "both"]
+MAX_SAMPLES = 100_000
+"""Most sampled paths per patient in one rollout."""
+MAX_ROLLOUT_STEPS = 10_000
+"""Most steps of one rollout (575 years of 21-day cycles)."""
+MAX_DT_DAYS = 3650.0
+"""Longest step or forecast gap (10 years)."""
+MAX_DOSE_INTENSITY = 10.0
+"""Largest dose intensity per step (10 standard cycles): more is a unit mistake."""
 NOISE_MODES: tuple[str, ...] = ("none", "aleatoric", "epistemic", "both")
 CONFORMAL_LEVEL = 0.9
 """Central interval level the conformal scales are fitted for."""
@@ -85,6 +107,29 @@ class WorldModelConfig:
     conformal_scale: tuple[float, ...] = ()
     privileged: bool = False
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.module, LatentConfig):
+            raise bad("module", self.module, "a LatentConfig")
+        integer("n_members", self.n_members, low=1, high=MAX_MEMBERS)
+        m = self.module
+        for name in ("cancer_types", "labs", "types", "therapies"):
+            object.__setattr__(self, name, _names(name, getattr(self, name)))
+        _same_order("types", self.types, FINE_TYPES, "immunegym.ontology.FINE_TYPES")
+        _same_order("therapies", self.therapies, THERAPIES, "immunegym.data.vocab.THERAPIES")
+        for name, count, key in (("types", m.n_types, "n_types"),
+                                 ("therapies", m.n_therapies, "n_therapies"),
+                                 ("labs", m.n_labs, "n_labs"),
+                                 ("cancer_types", m.n_cancer_types, "n_cancer_types")):
+            if len(getattr(self, name)) != count:
+                raise bad(name, list(getattr(self, name)),
+                          f"{count} names, as module.{key} says")
+        for name in ("leaf_prior", "conformal_scale"):
+            object.__setattr__(self, name, _positive_floats(name, getattr(self, name)))
+        if self.leaf_prior and len(self.leaf_prior) != m.n_types:
+            raise bad("leaf_prior", f"<{len(self.leaf_prior)} values>",
+                      f"{m.n_types} values, one per cell type (or none)")
+        boolean("privileged", self.privileged)
+
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         for key in ("cancer_types", "labs", "types", "therapies", "leaf_prior",
@@ -93,32 +138,65 @@ class WorldModelConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> WorldModelConfig:
-        try:
-            module = LatentConfig(**data["module"])  # type: ignore[arg-type]
-            out = cls(module=module, n_members=int(data["n_members"]),  # type: ignore[arg-type]
-                      cancer_types=tuple(data.get("cancer_types", ())),  # type: ignore[arg-type]
-                      labs=tuple(data.get("labs", ())),  # type: ignore[arg-type]
-                      types=tuple(data.get("types", FINE_TYPES)),  # type: ignore[arg-type]
-                      therapies=tuple(data.get("therapies", THERAPIES)),  # type: ignore[arg-type]
-                      leaf_prior=tuple(float(v) for v in data.get(  # type: ignore[union-attr]
-                          "leaf_prior", ())),
-                      conformal_scale=tuple(float(v) for v in data.get(  # type: ignore
-                          "conformal_scale", ())),
-                      privileged=bool(data.get("privileged", False)))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"config: not a world-model config ({err})") from None
-        if out.types != FINE_TYPES:
-            raise ValueError(f"config: cell types {list(out.types)[:3]}... in another order or "
-                             f"set than this immunegym's {list(FINE_TYPES)[:3]}...; expected "
-                             "exactly immunegym.ontology.FINE_TYPES")
-        if out.therapies != THERAPIES:
-            raise ValueError(f"config: therapies {list(out.therapies)}; expected "
-                             f"{list(THERAPIES)}")
-        if len(out.labs) != module.n_labs:
-            raise ValueError(f"config: {len(out.labs)} labs but module.n_labs is "
-                             f"{module.n_labs}")
-        return out
+    def from_dict(cls, data: object) -> WorldModelConfig:
+        """A config from its JSON form (:meth:`to_dict`), every key and value checked.
+
+        ``format`` and ``format_version`` (a checkpoint's markers) are allowed and ignored.
+
+        Raises
+        ------
+        ValidationError
+            Naming the key: an unknown one (with the nearest known one), a missing
+            ``module`` or ``n_members``, a value of the wrong type or out of range, cell
+            types or therapies in another order than this immunegym's (the first
+            mismatch), or lab and type lists whose lengths disagree with ``module``.
+        """
+        allowed = [f.name for f in fields(cls)] + ["format", "format_version"]
+        values = known_keys("config", data, allowed)
+        for key in ("module", "n_members"):
+            if key not in values:
+                raise ValidationError(f"{key}: missing; expected a world-model config with "
+                                      f"keys {sorted(f.name for f in fields(cls))}")
+        values.pop("format", None)
+        values.pop("format_version", None)
+        values["module"] = LatentConfig.from_dict(values["module"], "module")
+        return cls(**values)
+
+
+MAX_MEMBERS = 64
+"""Largest ensemble a config may ask for."""
+
+
+def _names(field: str, value: object) -> tuple[str, ...]:
+    """A list of names as a tuple (a bare string is refused: it is not a list of names)."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise bad(field, value, "a list of names")
+    for item in value:
+        if not isinstance(item, str):
+            raise bad(field, list(value), "a list of names (strings)")
+    return tuple(value)
+
+
+def _same_order(field: str, got: Sequence[str], expected: Sequence[str], where: str) -> None:
+    """Refuse names in another order or set than ``expected``, naming the first mismatch."""
+    if tuple(got) == tuple(expected):
+        return
+    for i, (a, b) in enumerate(zip(got, expected, strict=False)):
+        if a != b:
+            raise ValidationError(
+                f"{field}: got {a!r} at position {i}; expected {b!r} there: the columns "
+                f"must be exactly {where} in its order ({len(expected)} names), or every "
+                "column after it would be mislabeled")
+    raise ValidationError(f"{field}: got {len(got)} names; expected {len(expected)}, "
+                          f"exactly {where}")
+
+
+def _positive_floats(field: str, value: object) -> tuple[float, ...]:
+    """A list of finite positive numbers as a tuple of floats."""
+    if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+        raise bad(field, value, "a list of finite numbers > 0")
+    return tuple(number(f"{field}[{i}]", v, low=0.0, low_open=True)
+                 for i, v in enumerate(value))
 
 
 @dataclass
@@ -139,6 +217,11 @@ class Prediction:
     composition: torch.Tensor
     burden: torch.Tensor
     members: NextState
+
+    def __repr__(self) -> str:
+        n_p, k = self.composition.shape[-2:] if self.composition.dim() >= 2 else (0, 0)
+        return (f"Prediction(patients={n_p}, types={k}, "
+                f"members={self.members.logits.shape[0]}, device={self.composition.device})")
 
 
 @dataclass
@@ -162,6 +245,12 @@ class Rollout:
     burden: torch.Tensor
     member: torch.Tensor
 
+    def __repr__(self) -> str:
+        s, p, h, k = self.compositions.shape
+        return (f"Rollout(samples={s}, patients={p}, steps={h}, types={k}, "
+                f"members={sorted(set(self.member.tolist()))}, "
+                f"device={self.compositions.device})")
+
     @property
     def mean_composition(self) -> torch.Tensor:
         """``(P, H, K)`` mean over samples."""
@@ -169,6 +258,7 @@ class Rollout:
 
     def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Central ``level`` interval of the compositions over samples: ``(P, H, K)`` each."""
+        level = number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
         lo = torch.quantile(self.compositions, (1 - level) / 2, dim=0)
         hi = torch.quantile(self.compositions, (1 + level) / 2, dim=0)
         return lo, hi
@@ -184,6 +274,10 @@ class Smoothed:
 
     composition: torch.Tensor
     burden: torch.Tensor
+
+    def __repr__(self) -> str:
+        p, n_l, k = self.composition.shape
+        return f"Smoothed(patients={p}, points={n_l}, types={k}, device={self.composition.device})"
 
 
 class WorldModel:
@@ -209,10 +303,18 @@ class WorldModel:
 
     def __init__(self, config: WorldModelConfig | None = None, *, seed: int = 0,
                  device: str = "cpu") -> None:
+        if config is not None and not isinstance(config, WorldModelConfig):
+            raise bad("config", config, "a WorldModelConfig or None (the default sizes)")
         self.config = config or WorldModelConfig()
-        if self.config.n_members < 1:
-            raise ValueError(f"n_members: expected >= 1, got {self.config.n_members}")
+        n = self.config.n_members
+        seed_ = validate_seed("seed", seed)
+        if seed_ + n - 1 > MAX_SEED:  # member m is seeded with seed + m
+            raise bad("seed", seed, f"a seed <= {MAX_SEED - n + 1} (member m uses seed + m)")
         self.device = _resolve_device(device)
+        # Weights plus the init's temporaries, before anything is built.
+        memory_budget("config", f"<{n} members of {parameter_count(self.config.module):,} "
+                      "parameters>", 3 * 4 * n * parameter_count(self.config.module),
+                      "the members' weights")
         self.members: list[LatentWorldModule] = []
         for m in range(self.config.n_members):
             generator = torch.Generator().manual_seed(seed + m)
@@ -245,47 +347,74 @@ class WorldModel:
                     out[row, index[cancer]] = 1.0
         return out.to(self.device)
 
-    def check_timelines(self, tl: Timelines) -> None:
-        """Raise a clear error when ``tl`` does not fit this model."""
+    def check_timelines(self, tl: Timelines, field: str = "timelines") -> None:
+        """Raise a clear error when ``tl`` does not fit this model.
+
+        Checks the type (an AnnData must go through :func:`~.timelines.build_timelines`
+        first), the columns, finite values, non-negative doses and that every patient has an
+        observation.
+        """
+        if not isinstance(tl, Timelines):
+            raise bad(field, f"<{type(tl).__name__}>",
+                      "Timelines (build them from a registered AnnData with "
+                      "immunegym.world_model.build_timelines(adata))")
         k = self.config.module.n_types
         if tl.fractions.shape[-1] != k:
-            raise ValueError(f"timelines: {tl.fractions.shape[-1]} composition columns; "
+            raise ValidationError(f"timelines: {tl.fractions.shape[-1]} composition columns; "
                              f"the model expects {k} ({list(self.config.types)[:3]}...)")
-        if tuple(tl.types) != tuple(self.config.types):
-            raise ValueError("timelines: cell types in another order than the model's")
+        _same_order(f"{field}.types", tuple(tl.types), tuple(self.config.types),
+                    "the model's cell types")
         if tl.cycle_doses.shape[-1] != len(self.config.therapies):
-            raise ValueError(f"timelines: {tl.cycle_doses.shape[-1]} therapy columns; "
+            raise ValidationError(f"timelines: {tl.cycle_doses.shape[-1]} therapy columns; "
                              f"expected {len(self.config.therapies)}")
         if len(tl) == 0:
-            raise ValueError("timelines: no patients; expected at least one")
+            raise ValidationError("timelines: no patients; expected at least one")
         for name in ("fractions", "counts", "burden", "days", "cycle_doses"):
             value = getattr(tl, name)
             if not bool(torch.isfinite(value).all()):
-                raise ValueError(f"timelines.{name}: contains NaN or infinite values; "
+                raise ValidationError(f"timelines.{name}: contains NaN or infinite values; "
                                  "expected finite numbers (mask missing data instead)")
+        if bool((tl.cycle_doses < 0).any()):
+            row = int(torch.nonzero(tl.cycle_doses < 0)[0, 0])
+            raise bad(f"{field}.cycle_doses", f"<negative dose for patient "
+                      f"{tl.patient_ids[row]!r}>", "dose intensities >= 0")
         if not bool(tl.valid[:, 0].all()):
-            raise ValueError("timelines: a patient has no observation; expected at least one")
+            raise ValidationError("timelines: a patient has no observation; expected at least one")
 
     def _doses(self, doses: np.ndarray | torch.Tensor | Sequence[str], n: int,
                steps: int | None) -> torch.Tensor:
         """Validate doses: ``(P, R)``, ``(P, H, R)``, or therapy names for everyone."""
         therapies = self.config.therapies
-        if isinstance(doses, (list, tuple)) and all(isinstance(d, str) for d in doses):
-            unknown = [d for d in doses if d not in therapies]
-            if unknown:
-                raise ValueError(f"doses: unknown therapies {unknown}; expected some of "
-                                 f"{list(therapies)}")
-            doses = np.tile([float(t in doses) for t in therapies], (n, 1))
-        value = torch.as_tensor(np.asarray(doses, dtype=np.float32))
+        if isinstance(doses, (str, RegimenPlan)):
+            # Regimen text in the package's one grammar, laid out per 21-day cycle (a plan
+            # with schedules and counts; for ``predict``, its first cycle).
+            plan = parse_plan(doses, "doses")
+            laid = plan.cycle_doses(1 if steps is None else steps)
+            doses = np.array(np.broadcast_to(laid[0] if steps is None else laid,
+                                             (n, *laid.shape[(1 if steps is None else 0):])))
+        elif isinstance(doses, (list, tuple)) and doses and all(
+                isinstance(d, str) for d in doses):
+            # Therapy names (the grammar's words), each given in full every step.
+            given = {t for i, d in enumerate(doses)
+                     for t in parse_therapy_set(d, f"doses[{i}]")}
+            doses = np.tile([float(t in given) for t in therapies], (n, 1))
+        try:
+            value = torch.as_tensor(np.asarray(doses, dtype=np.float32))
+        except (TypeError, ValueError):
+            raise bad("doses", doses, "dose intensities (patients, [steps,] therapies), "
+                      "therapy names, or regimen text such as 'anti_pd1 q3w x4'") from None
         if value.dim() == 2 and steps is not None:
             value = value.unsqueeze(1).expand(-1, steps, -1)
         want = (n, len(therapies)) if steps is None else (n, steps, len(therapies))
         if tuple(value.shape) != want:
-            raise ValueError(f"doses: shape {tuple(value.shape)}; expected {want} (patients, "
+            raise ValidationError(f"doses: shape {tuple(value.shape)}; expected {want} (patients, "
                              f"{'' if steps is None else 'steps, '}therapies {list(therapies)})")
-        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
-            raise ValueError("doses: expected finite, non-negative dose intensities "
-                             "(1.0 = one standard cycle)")
+        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()) or bool(
+                (value > MAX_DOSE_INTENSITY).any()):
+            worst = value[~(torch.isfinite(value) & (value >= 0)
+                            & (value <= MAX_DOSE_INTENSITY))][:3].tolist()
+            raise bad("doses", worst, "finite, non-negative dose intensities (1.0 = one "
+                      f"standard cycle) of at most {MAX_DOSE_INTENSITY:g}")
         return value.to(self.device)
 
     @staticmethod
@@ -297,18 +426,18 @@ class WorldModel:
             try:
                 value = torch.as_tensor(np.asarray(dt, dtype=np.float32))
             except (TypeError, ValueError):
-                raise ValueError(f"dt: {dt!r}; expected days > 0 as a number or a ({n},) "
+                raise ValidationError(f"dt: {dt!r}; expected days > 0 as a number or a ({n},) "
                                  "array") from None
         if value.dim() == 0:
             value = value.expand(n)
         if tuple(value.shape) != (n,):
-            raise ValueError(f"dt: shape {tuple(value.shape)}; expected a number or ({n},) "
+            raise ValidationError(f"dt: shape {tuple(value.shape)}; expected a number or ({n},) "
                              "days, one per patient")
-        bad = ~(torch.isfinite(value) & (value > 0))
-        if bool(bad.any()):
-            first = int(torch.nonzero(bad)[0, 0])
+        wrong = ~(torch.isfinite(value) & (value > 0) & (value <= MAX_DT_DAYS))
+        if bool(wrong.any()):
+            first = int(torch.nonzero(wrong)[0, 0])
             shown = dt if np.ndim(dt) == 0 else f"{float(value[first])} at patient {first}"
-            raise ValueError(f"dt: expected days > 0, got {shown}")
+            raise bad("dt", shown, f"days > 0 and <= {MAX_DT_DAYS}")
         return value.clone()
 
     # ------------------------------------------------------------------ fit
@@ -334,31 +463,47 @@ class WorldModel:
         on_epoch
             ``on_epoch(member, record)`` after every epoch.
         """
-        from immunegym.world_model.timelines import build_timelines, split_patients
+        from immunegym.world_model.timelines import split_patients
 
+        if train_config is not None and not isinstance(train_config, TrainConfig):
+            raise bad("train_config", train_config, "a TrainConfig or None")
         cfg = train_config or TrainConfig()
-        if not isinstance(train, Timelines):
-            train = build_timelines(train)
+        seed = validate_seed("seed", seed)
+        if on_epoch is not None and not callable(on_epoch):
+            raise bad("on_epoch", on_epoch, "a function on_epoch(member, record) or None")
+        train = _as_timelines("train", train)
+        if truth_train is not None and len(truth_train.valid) != len(train):
+            raise bad("truth_train", f"<truth of {len(truth_train.valid)} patients>",
+                      f"the hidden truth of the {len(train)} training patients")
         if val is None:
             split = split_patients(train.patient_ids, test_fraction=0.0, val_fraction=0.15,
                                    seed=seed)
             rows_train, rows_val = np.nonzero(split == "train")[0], np.nonzero(split == "val")[0]
             if len(rows_val) == 0 or len(rows_train) == 0:
-                raise ValueError(f"train: {len(train)} patients are too few to hold out "
+                raise ValidationError(f"train: {len(train)} patients are too few to hold out "
                                  "validation patients; pass val explicitly")
             if truth_train is not None:
                 truth_val = truth_train.subset(rows_val)
                 truth_train = truth_train.subset(rows_train)
             train, val = train.subset(rows_train), train.subset(rows_val)
-        elif not isinstance(val, Timelines):
-            val = build_timelines(val)
-        for tl in (train, val):
-            self.check_timelines(tl)
+        else:
+            val = _as_timelines("val", val)
+            if truth_val is not None and len(truth_val.valid) != len(val):
+                raise bad("truth_val", f"<truth of {len(truth_val.valid)} patients>",
+                          f"the hidden truth of the {len(val)} validation patients")
+        for name, tl in (("train", train), ("val", val)):
+            self.check_timelines(tl, name)
+        # training_tensors holds an (L, L, R) gap-dose table per patient: bound it first.
+        n_bytes = sum(len(t) * t.days.shape[1] ** 2 * (len(self.config.therapies) + 2) * 4
+                      for t in (train, val))
+        memory_budget("train", f"<{len(train) + len(val)} patients, up to "
+                      f"{max(train.days.shape[1], val.days.shape[1])} points each>",
+                      2 * n_bytes, "the training tensors")
         if int(train.comp_observed.sum()) == 0:
-            raise ValueError("train: no biopsy in the training timelines")
+            raise ValidationError("train: no biopsy in the training timelines")
         privileged = cfg.privileged and truth_train is not None and truth_val is not None
         if not privileged and int(train.lengths.max()) < 2:
-            raise ValueError(
+            raise ValidationError(
                 "train: every patient has a single observation; learning dynamics from "
                 "observations alone needs patients with at least two time points (a biopsy "
                 "and a later biopsy or scan)")
@@ -401,6 +546,16 @@ class WorldModel:
         rows = torch.arange(len(tl), device=self.device)
         return [module.filter(x).index(rows, last) for module in self.members]
 
+    def _check_size(self, tl: Timelines, n_samples: int, n_steps: int, field: str,
+                    value: object) -> None:
+        """Refuse a rollout whose sampled paths would not fit the memory limit."""
+        k = len(self.config.types)
+        # compositions and burden, the per-step list stacked once more, and the numpy copy
+        # a caller usually takes: about 3 copies of (S, P, H, K + 1) float32.
+        n_bytes = 3 * 4 * n_samples * len(tl) * n_steps * (k + 1)
+        memory_budget(field, value, n_bytes, f"{n_samples} x {len(tl)} x {n_steps} sampled "
+                      "states")
+
     @torch.no_grad()
     def estimate(self, tl: Timelines) -> Prediction:
         """Today's state: the filter's estimate at each patient's last point (``h = 0``).
@@ -439,13 +594,16 @@ class WorldModel:
             Observed history (:func:`~.timelines.build_timelines`).
         doses
             ``(P, R)`` dose intensity per therapy over the interval (1.0 = a standard
-            cycle), or a list of therapy names given to everyone.
+            cycle, at most :data:`MAX_DOSE_INTENSITY`), a list of therapy names given to
+            everyone, or regimen text (:func:`~immunegym.planning.parse_plan`; its first
+            cycle).
         dt
             Days ahead (> 0): one number for everyone, or a ``(P,)`` array or tensor with
             each patient's own horizon (irregular gaps, e.g. to a left-out biopsy). Pass
             the dose intensity over each patient's own interval in ``doses``
             (:func:`~.events.interval_dose`).
         """
+        self.check_timelines(tl)
         step = self._dt(dt, len(tl)).to(self.device) / CYCLE_DAYS
         dose = self._doses(doses, len(tl), None)
         states = self.filter(tl)
@@ -477,12 +635,17 @@ class WorldModel:
         tl
             Observed history.
         doses
-            ``(P, H, R)`` per-step dose intensities, ``(P, R)`` repeated for ``n_steps``, or
-            therapy names given every step.
+            ``(P, H, R)`` per-step dose intensities, ``(P, R)`` repeated for ``n_steps``,
+            therapy names given every step (``["anti_pd1", "chemo"]``), or regimen text in
+            the package's grammar laid out one step per cycle
+            (``"anti_pd1+anti_ctla4 x4 -> anti_pd1"``: a bare ``"chemo"`` is its standard
+            course, 4 cycles).
         n_steps
-            ``H``; taken from ``doses`` when it is ``(P, H, R)``.
+            ``H`` (1 to :data:`MAX_ROLLOUT_STEPS`); taken from ``doses`` when it is
+            ``(P, H, R)``.
         n_samples
-            Trajectories per patient ``S``.
+            Trajectories per patient ``S`` (1 to :data:`MAX_SAMPLES`; the paths must fit
+            the memory limit, :func:`immunegym.validation.memory_budget`).
         noise
             ``"none"``: each member's mean path (``S`` is the number of members);
             ``"aleatoric"``: sampled state paths of the first member; ``"epistemic"``: mean
@@ -493,19 +656,23 @@ class WorldModel:
         dt
             Days per step.
         """
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise: {noise!r}; expected one of {list(NOISE_MODES)}")
-        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
-            raise ValueError(f"n_samples: expected an integer >= 1, got {n_samples!r}")
-        if not (np.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt: expected days > 0, got {dt!r}")
-        given = np.asarray(doses) if not isinstance(doses, (list, tuple)) else None
+        choice("noise", noise, NOISE_MODES)
+        n_samples = integer("n_samples", n_samples, low=1, high=MAX_SAMPLES)
+        seed = validate_seed("seed", seed)
+        dt = number("dt", dt, low=0.0, high=MAX_DT_DAYS, low_open=True)
+        self.check_timelines(tl)
         if n_steps is None:
+            given = (None if isinstance(doses, (str, list, tuple, RegimenPlan))
+                     else np.asarray(doses))
             if given is None or given.ndim != 3:
-                raise ValueError("n_steps: required unless doses is (patients, steps, therapies)")
+                raise bad("n_steps", None, "the number of steps (required unless doses is "
+                          "(patients, steps, therapies))")
             n_steps = given.shape[1]
-        if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 1:
-            raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
+        n_steps = integer("n_steps", n_steps, low=1, high=MAX_ROLLOUT_STEPS)
+        if noise == "none":  # one mean path per member, whatever n_samples says
+            self._check_size(tl, len(self.members), n_steps, "n_steps", n_steps)
+        else:
+            self._check_size(tl, n_samples, n_steps, "n_samples", n_samples)
         dose = self._doses(doses, len(tl), int(n_steps))
         n_members = len(self.members)
         if noise == "none":
@@ -578,14 +745,21 @@ class WorldModel:
         Intervals read from the same number of paths are calibrated (see
         :data:`INTERVAL_SAMPLES`). Returns the scales (also stored in the config).
         """
+        self.check_timelines(tl)
+        horizons = integer("horizons", horizons, low=1, high=MAX_ROLLOUT_STEPS)
+        n_samples = integer("n_samples", n_samples, low=2, high=MAX_SAMPLES)
+        seed = validate_seed("seed", seed)
         alive = np.asarray(truth.alive)
+        if alive.shape[:2] != tuple(tl.valid.shape):
+            raise bad("truth", f"<truth of shape {alive.shape[:2]}>",
+                      f"the hidden truth on the timelines' points {tuple(tl.valid.shape)}")
         log_cells, log_sod = np.asarray(truth.log_cells), np.asarray(truth.log_sod)
         if alive.shape[2] <= horizons:
-            raise ValueError(f"horizons: {horizons}; the truth holds only "
+            raise ValidationError(f"horizons: {horizons}; the truth holds only "
                              f"{alive.shape[2] - 1} horizons")
         rows, days = np.nonzero(alive[:, :, horizons] & tl.valid.numpy())
         if len(rows) == 0:
-            raise ValueError("calibrate: no point has the patient alive "
+            raise ValidationError("calibrate: no point has the patient alive "
                              f"{horizons} cycles later")
         ctx = tl.subset(rows).truncate(tl.days[rows, days].numpy())
         doses = grid_doses(tl.cycle_doses[rows], tl.days[rows, days][:, None], horizons)[:, 0]
@@ -622,21 +796,49 @@ class WorldModel:
     def actual_doses(self, tl: Timelines, start_day: torch.Tensor, n_steps: int,
                      dt: float = CYCLE_DAYS) -> torch.Tensor:
         """``(P, H, R)`` dose intensities each patient actually got in ``H`` steps from a day."""
+        n_steps = integer("n_steps", n_steps, low=1, high=MAX_ROLLOUT_STEPS)
+        dt = number("dt", dt, low=0.0, high=MAX_DT_DAYS, low_open=True)
         offsets = torch.arange(n_steps + 1, dtype=torch.float32) * dt
         edges = torch.as_tensor(start_day, dtype=torch.float32)[:, None] + offsets
         return interval_dose(tl.cycle_doses.cpu(), edges[:, :-1], edges[:, 1:])
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str], card: dict[str, object] | None = None) -> Path:
-        """Write the checkpoint directory (see :mod:`.checkpoint`)."""
+    def save(self, path: str | os.PathLike[str], card: dict[str, object] | None = None, *,
+             allow_shipped: bool = False) -> Path:
+        """Write the checkpoint directory (see :mod:`.checkpoint`), atomically.
+
+        Parameters
+        ----------
+        path
+            Checkpoint directory (replaced as a whole if it exists).
+        card
+            Training record for ``training.json`` and the model card (default: the
+            model's own).
+        allow_shipped
+            Allow writing into the package's pretrained folders (maintainers only: the
+            CLI's ``--replace-shipped``). Without it the shipped defaults are read-only.
+
+        Raises
+        ------
+        ValidationError
+            A shipped folder without ``allow_shipped``, an unwritable path, or a card that
+            is not JSON; nothing is written then.
+        """
         from immunegym.world_model.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, path, card if card is not None else self.card)
+        if card is not None and not isinstance(card, dict):
+            raise bad("card", card, "a dict (the training record) or None")
+        return save_checkpoint(self, path, card if card is not None else self.card,
+                               allow_shipped=allow_shipped)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *,
              device: str = "cpu") -> WorldModel:
-        """Read a checkpoint directory; the pretrained default when ``path`` is None."""
+        """Read a checkpoint directory; the pretrained default when ``path`` is None.
+
+        ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. The checkpoint is
+        checked before use (:func:`~.checkpoint.load_checkpoint`).
+        """
         from immunegym.world_model.checkpoint import load_checkpoint
 
         return load_checkpoint(path, device=device)
@@ -662,11 +864,34 @@ def _cpu(x):
     return type(x)(**{k: v.cpu() for k, v in vars(x).items()})
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device: {device!r}; expected 'cpu', 'cuda' or 'auto'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but no CUDA device is available")
-    return torch.device(device)
+def _resolve_device(device: str | torch.device) -> torch.device:
+    return torch.device(validate_device("device", device))
+
+
+def _as_timelines(field: str, value: object) -> Timelines:
+    """``value`` as Timelines: built from a registered AnnData, refused otherwise."""
+    from immunegym.world_model.timelines import build_timelines
+
+    if isinstance(value, Timelines):
+        return value
+    if hasattr(value, "obs") and hasattr(value, "uns"):
+        return build_timelines(value)  # type: ignore[arg-type]
+    raise bad(field, f"<{type(value).__name__}>", "Timelines or an AnnData registered with "
+              "immunegym.data.setup_anndata")
+
+
+def parameter_count(c: LatentConfig) -> int:
+    """Parameters of one :class:`~.latent.LatentWorldModule` of config ``c`` (no build)."""
+    def mlp(d_in: int, d_hidden: int, d_out: int) -> int:
+        return d_in * d_hidden + d_hidden + d_hidden * d_hidden + d_hidden \
+            + d_hidden * d_out + d_out
+
+    k, r, h = c.n_types, c.n_therapies, c.d_hidden
+    terms = 1 + r + c.n_pairs
+    gru = 2 * (3 * h * h) + 2 * (3 * h)
+    return (c.input_features * h + h + 2 * gru
+            + mlp(h + c.obs_features, h, 2 * k + c.d_context)
+            + mlp(2 * h + c.obs_features, h, 2 * k + c.d_context)
+            + mlp(k + 1 + c.d_context + c.n_cancer_types, c.d_dynamics,
+                  k * terms + k + c.d_context * (1 + r))
+            + mlp(k, 32, 1) + (c.n_labs + 1) * k + (c.n_labs + 1) + 1)

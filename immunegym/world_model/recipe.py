@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import tomllib
 from collections.abc import Callable
@@ -20,9 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from immunegym.validation import (
+    ValidationError,
+    bad,
+    boolean,
+    integer,
+    known_keys,
+    number,
+    output_path,
+    refuse_shipped,
+)
+from immunegym.validation import device as validate_device
+from immunegym.validation import seed as validate_seed
 from immunegym.world_model.fitting import EpochRecord, TrainConfig
-from immunegym.world_model.latent import LatentConfig
-from immunegym.world_model.model import WorldModel, WorldModelConfig
+from immunegym.world_model.latent import LatentConfig, check_latent_fields
+from immunegym.world_model.model import MAX_MEMBERS, WorldModel, WorldModelConfig
 from immunegym.world_model.synthetic import (
     GridTruth,
     concat_grid_truth,
@@ -81,80 +94,106 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        """Read and validate a TOML recipe; errors name the section and key."""
+        """Read and validate a TOML recipe; errors name the section and key.
+
+        Raises
+        ------
+        ValidationError
+            A missing or unreadable file, invalid TOML, an unknown section or key (with the
+            nearest known one), a value of the wrong type or out of range, or a
+            ``data.suite`` directory that does not exist.
+        """
+        if not isinstance(path, str | os.PathLike):
+            raise bad("config", path, "a path to a TOML recipe")
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config: {str(path)!r} does not exist")
+            raise RecipeNotFoundError(
+                f"config: got {str(path)!r}; expected an existing TOML recipe file"
+                + (" (this is a directory)" if path.is_dir() else " (no such file)"))
         try:
             raw = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as err:
+            raise bad("config", str(path), f"a readable text file ({err})") from None
         except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"config: {str(path)!r} is not valid TOML ({err})") from None
+            raise bad("config", str(path), f"valid TOML ({err}); it is not valid TOML") \
+                from None
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
-    def from_dict(cls, raw: dict[str, dict[str, object]], source: str = "") -> Recipe:
-        unknown = sorted(set(raw) - _SECTIONS)
-        if unknown:
-            raise ValueError(f"config: unknown sections {unknown}; expected {sorted(_SECTIONS)}")
-        data, split = dict(raw.get("data", {})), dict(raw.get("split", {}))
-        model, train = dict(raw.get("model", {})), dict(raw.get("train", {}))
-        _only(data, {"suite", "n_patients", "seed", "counts_only", "randomized_fraction"},
-              "data")
-        _only(split, {"seed", "test_fraction", "val_fraction", "leave_out_cancer"}, "split")
+    def from_dict(cls, raw: object, source: str = "") -> Recipe:
+        """A recipe from its parsed TOML tables (see ``configs/default.toml``)."""
+        raw = known_keys("config", raw, sorted(_SECTIONS))
+        tables = {}
+        for name in sorted(_SECTIONS):
+            table = raw.get(name, {})
+            if not isinstance(table, dict):
+                raise bad(f"[{name}]", table, "a TOML table")
+            tables[name] = dict(table)
+        data, split, model, train = (tables[k] for k in ("data", "split", "model", "train"))
+        known_keys("[data]", data, _DATA_KEYS)
+        known_keys("[split]", split, _SPLIT_KEYS)
         module_keys = {f.name for f in fields(LatentConfig)} - {
             "n_types", "n_therapies", "n_labs", "n_cancer_types"}
-        _only(model, module_keys | {"n_members", "use_cancer_type", "calibrate"}, "model")
-        switches = {f.name for f in fields(LatentConfig) if f.type in (bool, "bool")}
-        for key in module_keys & set(model):
-            value = model[key]
-            if key in switches:
-                model[key] = _boolean(value, f"model.{key}")
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{key}: expected an integer >= 1, got {value!r}")
-        seed = _integer(train.pop("seed", 0), "train.seed", 0)
-        n_members = _integer(model.pop("n_members", 3), "model.n_members", 1)
-        use_cancer = _boolean(model.pop("use_cancer_type", False), "model.use_cancer_type")
-        calibrate = _boolean(model.pop("calibrate", True), "model.calibrate")
-        n_patients = _integer(data.get("n_patients", 0), "data.n_patients", 0)
-        suite = str(data.get("suite", "default"))
+        known_keys("[model]", model, sorted(module_keys | {"n_members", "use_cancer_type",
+                                                          "calibrate"}))
+        seed_ = validate_seed("train.seed", train.pop("seed", 0))
+        n_members = integer("model.n_members", model.pop("n_members", 3), low=1,
+                            high=MAX_MEMBERS)
+        use_cancer = boolean("model.use_cancer_type", model.pop("use_cancer_type", False))
+        calibrate = boolean("model.calibrate", model.pop("calibrate", True))
+        check_latent_fields(model, "model.")
+        n_patients = integer("data.n_patients", data.get("n_patients", 0), low=0,
+                             high=MAX_PATIENTS)
+        suite = data.get("suite", "default")
+        if not isinstance(suite, str) or not suite:
+            raise bad("data.suite", suite, "'default', 'none' or a suite directory")
+        if suite not in ("default", "none"):
+            manifest = Path(suite) / _suite_manifest()
+            if not manifest.is_file():
+                raise bad("data.suite", suite, "'default', 'none' or a directory from "
+                          f"`immunegym data make-suite` (no {str(manifest)!r})")
         if suite == "none" and n_patients < 1:
-            raise ValueError(f"data.n_patients: expected >= 1 when data.suite is 'none', got "
-                             f"{n_patients}")
-        randomized = data.get("randomized_fraction", 0.0)
-        if isinstance(randomized, bool) or not isinstance(randomized, (int, float)) or not (
-                0.0 <= randomized <= 1.0):
-            raise ValueError(f"data.randomized_fraction: expected a number in [0, 1], got "
-                             f"{randomized!r}")
+            raise bad("data.n_patients", n_patients, "an integer >= 1 when data.suite is "
+                      "'none' (there would be no training data)")
+        randomized = number("data.randomized_fraction", data.get("randomized_fraction", 0.0),
+                            low=0.0, high=1.0)
+        test_fraction = number("split.test_fraction", split.get("test_fraction", 0.15),
+                               low=0.0, high=1.0, high_open=True)
+        val_fraction = number("split.val_fraction", split.get("val_fraction", 0.15),
+                              low=0.0, high=1.0, high_open=True)
+        if test_fraction + val_fraction >= 1.0:
+            raise bad("split.val_fraction", val_fraction,
+                      f"a fraction below {1 - test_fraction:g} (test_fraction + val_fraction "
+                      "must leave patients for training)")
+        leave_out = split.get("leave_out_cancer", "")
+        if not isinstance(leave_out, str):
+            raise bad("split.leave_out_cancer", leave_out, "a cancer type or '' (none)")
         return cls(
-            suite=suite, n_patients=n_patients, randomized_fraction=float(randomized),
-            data_seed=_integer(data.get("seed", 0), "data.seed", 0),
-            counts_only=_boolean(data.get("counts_only", True), "data.counts_only"),
-            split_seed=_integer(split.get("seed", 0), "split.seed", 0),
-            test_fraction=float(split.get("test_fraction", 0.15)),
-            val_fraction=float(split.get("val_fraction", 0.15)),
-            leave_out_cancer=str(split.get("leave_out_cancer", "")),
-            n_members=n_members, module=model, use_cancer_type=use_cancer,
-            calibrate=calibrate, train=TrainConfig.from_dict(train), seed=seed, source=source,
+            suite=suite, n_patients=n_patients, randomized_fraction=randomized,
+            data_seed=validate_seed("data.seed", data.get("seed", 0)),
+            counts_only=boolean("data.counts_only", data.get("counts_only", True)),
+            split_seed=validate_seed("split.seed", split.get("seed", 0)),
+            test_fraction=test_fraction, val_fraction=val_fraction,
+            leave_out_cancer=leave_out, n_members=n_members, module=model,
+            use_cancer_type=use_cancer, calibrate=calibrate,
+            train=TrainConfig.from_dict(train, "train"), seed=seed_, source=source,
         )
 
 
-def _integer(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
+class RecipeNotFoundError(ValidationError, FileNotFoundError):
+    """The recipe file does not exist."""
 
 
-def _boolean(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: expected true or false, got {value!r}")
-    return value
+_DATA_KEYS = ("suite", "n_patients", "seed", "counts_only", "randomized_fraction")
+_SPLIT_KEYS = ("seed", "test_fraction", "val_fraction", "leave_out_cancer")
+MAX_PATIENTS = 1_000_000
+"""Most extra synthetic patients a recipe may ask for."""
 
 
-def _only(section: dict[str, object], allowed: set[str], name: str) -> None:
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ValueError(f"config: unknown keys {unknown} in [{name}]; expected some of "
-                         f"{sorted(allowed)}")
+def _suite_manifest() -> str:
+    from immunegym.sim.suite import MANIFEST
+
+    return MANIFEST
 
 
 @dataclass
@@ -242,7 +281,7 @@ def load_training_data(recipe: Recipe, progress: Callable[[str], None] | None = 
                 tl = build_timelines(full.adata)
                 add(tl, grid_truth(full.truth, tl, horizons), True, spec.name)
     if not parts:
-        raise ValueError("data: no cohorts (data.suite is 'none' and data.n_patients is 0)")
+        raise ValidationError("data: no cohorts (data.suite is 'none' and data.n_patients is 0)")
     programs = {p.programs for p in parts}
     if len(programs) > 1:
         # Counts-only cohorts carry no program scores: align the names (the latent model
@@ -277,7 +316,8 @@ def split_rows(data: TrainingData, recipe: Recipe) -> tuple[np.ndarray, np.ndarr
     if recipe.leave_out_cancer:
         cancers = set(tl.patients["cancer_type"])
         if recipe.leave_out_cancer not in cancers:
-            raise ValueError(f"split.leave_out_cancer: {recipe.leave_out_cancer!r} is not in the "
+            raise ValidationError(
+                f"split.leave_out_cancer: {recipe.leave_out_cancer!r} is not in the "
                              f"data; expected one of {sorted(cancers)}")
         keep = (tl.patients["cancer_type"] != recipe.leave_out_cancer).to_numpy()
     train = np.nonzero((split == "train") & keep)[0]
@@ -309,12 +349,33 @@ def run_recipe(
     progress: Callable[[str], None] | None = None,
     command: str = "",
     data: TrainingData | None = None,
+    allow_shipped: bool = False,
 ) -> WorldModel:
     """Train a world model from a recipe and write its checkpoint to ``out``.
 
     ``num_workers > 1`` trains the members in parallel as Ray tasks (local Ray, or the
     cluster at ``address``). ``log_dir`` receives TensorBoard logs (one run per member).
+    ``allow_shipped`` lets ``out`` be one of the package's pretrained folders (maintainers
+    only, the CLI's ``--replace-shipped``); ``out`` is checked before any training.
+
+    Raises
+    ------
+    ValidationError
+        A bad argument, or ``out`` in the shipped folders without ``allow_shipped`` or not
+        writable: refused before the data are generated.
     """
+    if not isinstance(recipe, Recipe):
+        raise bad("recipe", recipe, "a Recipe (Recipe.load(path))")
+    boolean("allow_shipped", allow_shipped)
+    refuse_shipped("out", output_path("out", out, directory=True), allow=allow_shipped,
+                   flag="--replace-shipped")
+    num_workers = integer("num_workers", num_workers, low=1, high=100_000)
+    device = validate_device("device", device)
+    for name, fn in (("on_epoch", on_epoch), ("progress", progress)):
+        if fn is not None and not callable(fn):
+            raise bad(name, fn, "a function or None")
+    if log_dir is not None:
+        output_path("log_dir", log_dir, directory=True)
     start = time.perf_counter()
     data = data if data is not None else load_training_data(recipe, progress,
                                                             recipe.train.horizons)
@@ -382,5 +443,5 @@ def run_recipe(
         "best_val_loss": [min(r.val_loss for r in h) for h in model.history],
         "epochs_run": [len(h) for h in model.history],
     }
-    model.save(out)
+    model.save(out, allow_shipped=allow_shipped)
     return model

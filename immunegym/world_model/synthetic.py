@@ -32,6 +32,7 @@ from immunegym.sim.cohort import CohortSpec, HiddenTruth, _biopsy_days, run_coho
 from immunegym.sim.observation import LABS, LabConvention, sample_batch_effect, sample_biopsy
 from immunegym.sim.outcomes import sum_of_diameters
 from immunegym.sim.parameters import ParameterSet, load_parameters
+from immunegym.validation import ValidationError
 from immunegym.world_model.timelines import (
     CYCLE_DAYS,
     STANDARD_CYCLE_DOSE,
@@ -97,10 +98,10 @@ def concat_grid_truth(parts: Sequence[GridTruth]) -> GridTruth:
     Time points are padded to the longest with ``alive`` (and ``valid``) False.
     """
     if not parts:
-        raise ValueError("parts: expected at least one GridTruth")
+        raise ValidationError("parts: expected at least one GridTruth")
     horizons = {p.horizons for p in parts}
     if len(horizons) > 1:
-        raise ValueError(f"horizons: parts differ ({sorted(horizons)}); expected one H")
+        raise ValidationError(f"horizons: parts differ ({sorted(horizons)}); expected one H")
     n_l = max(p.valid.shape[1] for p in parts)
 
     def pad(value: torch.Tensor) -> torch.Tensor:
@@ -136,16 +137,16 @@ def grid_truth(truth: HiddenTruth, tl: Timelines, horizons: int = 8,
         is not in ``truth``.
     """
     if truth.total_cells is None:
-        raise ValueError(
+        raise ValidationError(
             "truth.total_cells: is None (a HiddenTruth saved before the field existed); "
             "absolute cell counts need it, so regenerate the cohort with simulate_cohort")
     if horizons < 0:
-        raise ValueError(f"horizons: expected >= 0, got {horizons}")
+        raise ValidationError(f"horizons: expected >= 0, got {horizons}")
     rates = load_parameters().rates if rates is None else rates
     column = {pid: i for i, pid in enumerate(truth.patient_ids)}
     missing = [p for p in tl.patient_ids if p not in column]
     if missing:
-        raise ValueError(f"tl: patients {missing[:3]} are not in truth.patient_ids")
+        raise ValidationError(f"tl: patients {missing[:3]} are not in truth.patient_ids")
     cols = np.array([column[p] for p in tl.patient_ids], dtype=np.int64)
 
     target = (np.rint(tl.days.numpy()).astype(np.int64)[..., None]

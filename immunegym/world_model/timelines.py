@@ -16,6 +16,7 @@ This module only reads what a lab would have: AnnData cells, ``uns["imaging"]`` 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from immunegym.data.schema import DataValidationError, get_fields
 from immunegym.data.storage import load_arrays, save_arrays
 from immunegym.data.vocab import THERAPIES, parse_regimen
 from immunegym.ontology import FINE_TYPES, default_ontology
+from immunegym.validation import ValidationError, bad, integer, memory_budget
 
 CYCLE_DAYS = 21
 """Days per treatment cycle: one world-model step in a rollout."""
@@ -45,6 +47,13 @@ STANDARD_CYCLE_DOSE: dict[str, float] = {
 }
 """Amount given in one standard cycle (dose multiples; Gy for radiotherapy; daily doses for
 targeted therapy): dose intensity 1.0 means one standard cycle of that therapy."""
+
+MAX_DAY = 36_500
+"""Largest |day| since treatment start a timeline accepts (100 years); beyond is a unit
+mistake (hours or seconds read as days)."""
+
+MAX_CYCLE_INTENSITY = 10.0
+"""Largest dose intensity of one therapy in one 21-day cycle (10 standard cycles)."""
 
 _KIND = "WorldModelTimelines"
 _ARRAYS = (
@@ -115,6 +124,13 @@ class Timelines:
     def __len__(self) -> int:
         return len(self.patients)
 
+    def __repr__(self) -> str:
+        n_obs = int(self.valid.sum())
+        return (f"Timelines(patients={len(self)}, points={n_obs} (up to "
+                f"{self.days.shape[1]} per patient), biopsies={int(self.comp_observed.sum())}, "
+                f"scans={int(self.burden_observed.sum())}, cycles={self.cycle_doses.shape[1]}, "
+                f"types={len(self.types)}, programs={len(self.programs)})")
+
     @property
     def patient_ids(self) -> list[str]:
         """Patient ids in row order."""
@@ -127,7 +143,12 @@ class Timelines:
 
     def subset(self, rows: Sequence[int] | np.ndarray | torch.Tensor) -> Timelines:
         """The patients at ``rows`` (in that order), trimmed to their longest timeline."""
-        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        try:
+            index = torch.as_tensor(np.asarray(rows, dtype=np.int64)).reshape(-1)
+        except (TypeError, ValueError):
+            raise bad("rows", rows, "patient row indices (integers)") from None
+        if len(index) and (int(index.min()) < -len(self) or int(index.max()) >= len(self)):
+            raise bad("rows", rows, f"row indices in 0..{len(self) - 1}")
         length = int(self.valid[index].sum(1).max()) if len(index) else 0
         out = {}
         for name in _ARRAYS:
@@ -141,13 +162,16 @@ class Timelines:
 
         Points after the day become padding; every patient keeps at least one point.
         """
-        last = torch.as_tensor(np.asarray(last_day, dtype=np.float32))
+        last = torch.as_tensor(np.asarray(last_day, dtype=np.float32)).reshape(-1)
+        if last.shape != (len(self),) or not bool(torch.isfinite(last).all()):
+            raise bad("last_day", last_day, f"{len(self)} finite days, one per patient")
         keep = self.valid & (self.days <= last[:, None])
         if not bool(keep[:, 0].all()):
-            bad = int(torch.nonzero(~keep[:, 0])[0, 0])
-            raise ValueError(
-                f"last_day: patient {self.patient_ids[bad]!r} has no observation on or before "
-                f"day {float(last[bad])}; expected a day at or after its first observation"
+            first = int(torch.nonzero(~keep[:, 0])[0, 0])
+            raise ValidationError(
+                f"last_day: patient {self.patient_ids[first]!r} has no observation on or "
+                f"before day {float(last[first])}; expected a day at or after its first "
+                "observation"
             )
         out = {name: getattr(self, name).clone() for name in _ARRAYS}
         out["valid"] = keep
@@ -176,7 +200,8 @@ class Timelines:
         """Read a file written by :meth:`save`."""
         arrays, meta = load_arrays(path, _KIND)
         if tuple(meta["types"]) != FINE_TYPES or tuple(meta["therapies"]) != THERAPIES:
-            raise ValueError(f"file {str(path)!r} was written for other cell types or therapies")
+            raise ValidationError(
+                f"file {str(path)!r} was written for other cell types or therapies")
         bools = {"valid", "comp_observed", "resolved", "program_mask", "burden_observed"}
         tensors = {k: torch.from_numpy(v.astype(bool) if k in bools else v.copy())
                    for k, v in arrays.items()}
@@ -263,11 +288,21 @@ def _cycle_doses(adata: ad.AnnData, patients: list[str], dist: SampleDistributio
             raise DataValidationError(
                 f"uns['therapy_cycles']: missing columns {missing}; expected patient_id, "
                 f"cycle and one dose column per therapy {list(THERAPIES)}")
+        _check_cycle_table(table)
         table = table[table["patient_id"].astype(str).isin(row)]
-        cycles = table["cycle"].to_numpy(int)
+        cycles = table["cycle"].to_numpy(np.float64).astype(np.int64)
         keep = cycles < n_cycles
         rows = table["patient_id"].astype(str).map(row).to_numpy()[keep]
-        out[rows, cycles[keep]] = table[list(THERAPIES)].to_numpy(float)[keep] / unit
+        intensity = table[list(THERAPIES)].to_numpy(np.float64)[keep] / unit
+        if len(intensity) and intensity.max() > MAX_CYCLE_INTENSITY:
+            at = np.argwhere(intensity > MAX_CYCLE_INTENSITY)[0]
+            raise DataValidationError(
+                f"uns['therapy_cycles'].{THERAPIES[at[1]]}: got "
+                f"{intensity[at[0], at[1]] * unit[at[1]]:g} in one cycle for patient "
+                f"{patients[rows[at[0]]]!r}; expected at most "
+                f"{MAX_CYCLE_INTENSITY * unit[at[1]]:g} ({MAX_CYCLE_INTENSITY:g} standard "
+                f"cycles of {unit[at[1]]:g}; a unit mistake?)")
+        out[rows, cycles[keep]] = intensity
         return out
     samples = dist.samples
     for patient, group in samples.groupby("patient", sort=False):
@@ -277,6 +312,63 @@ def _cycle_doses(adata: ad.AnnData, patients: list[str], dist: SampleDistributio
             start = int(day // CYCLE_DAYS)
             out[row[str(patient)], start:] = [float(t in parsed) for t in THERAPIES]
     return out
+
+
+def _check_cycle_table(table: pd.DataFrame) -> None:
+    """Refuse a therapy-cycle table with unknown columns, bad cycles or bad doses.
+
+    A negative or NaN dose would reach the model and give NaN forecasts; a typo in a
+    therapy column would be silently dropped.
+    """
+    allowed = ("patient_id", "cycle", "day", *THERAPIES)
+    for column in table.columns:
+        if column not in allowed:
+            near = difflib.get_close_matches(str(column), list(allowed), n=1)
+            tip = f" (did you mean {near[0]!r}?)" if near else ""
+            raise DataValidationError(
+                f"uns['therapy_cycles']: unknown column {column!r}; expected patient_id, "
+                f"cycle, day and one dose column per therapy {list(THERAPIES)}{tip}")
+    cycles = pd.to_numeric(table["cycle"], errors="coerce").to_numpy(np.float64)
+    wrong = ~(np.isfinite(cycles) & (cycles == np.round(cycles)) & (cycles >= 0)
+              & (cycles <= MAX_DAY // CYCLE_DAYS))
+    if wrong.any():
+        i = int(np.nonzero(wrong)[0][0])
+        raise DataValidationError(
+            f"uns['therapy_cycles'].cycle: got {_plain(table['cycle'].iloc[i])!r} for patient "
+            f"{str(table['patient_id'].iloc[i])!r}; expected a whole cycle number in "
+            f"0..{MAX_DAY // CYCLE_DAYS} (21-day cycles from treatment start)")
+    twice = table.duplicated(["patient_id", "cycle"])
+    if twice.any():
+        i = int(np.nonzero(twice.to_numpy())[0][0])
+        raise DataValidationError(
+            f"uns['therapy_cycles']: got patient {str(table['patient_id'].iloc[i])!r} cycle "
+            f"{_plain(table['cycle'].iloc[i])!r} twice; expected one row per patient and cycle")
+    for therapy in THERAPIES:
+        dose = pd.to_numeric(table[therapy], errors="coerce").to_numpy(np.float64)
+        wrong = ~(np.isfinite(dose) & (dose >= 0))
+        if wrong.any():
+            i = int(np.nonzero(wrong)[0][0])
+            raise DataValidationError(
+                f"uns['therapy_cycles'].{therapy}: got {_plain(table[therapy].iloc[i])!r} "
+                f"for patient {str(table['patient_id'].iloc[i])!r} in cycle "
+                f"{_plain(table['cycle'].iloc[i])!r}; expected a finite dose >= 0 (0 when not "
+                "given)")
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value (so messages read 2.5, not np.float64(2.5))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_days(field: str, days: np.ndarray, names: Sequence[object], what: str) -> None:
+    """Refuse non-finite days or days outside +-:data:`MAX_DAY` (a unit mistake)."""
+    wrong = ~(np.isfinite(days) & (np.abs(days) <= MAX_DAY))
+    if wrong.any():
+        i = int(np.nonzero(wrong)[0][0])
+        raise DataValidationError(
+            f"{field}: got {float(days[i])!r} for {what} {names[i]!r}; expected days since "
+            f"treatment start in -{MAX_DAY}..{MAX_DAY} (a value this large is usually a unit "
+            "mistake: days, not hours or seconds)")
 
 
 def _patient_column(adata: ad.AnnData, column: str, patients: list[str], key: str,
@@ -310,6 +402,11 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
         If a sample has no time, or the imaging table lacks a column or has a negative or
         non-finite diameter.
     """
+    if not isinstance(adata, ad.AnnData):
+        raise bad("adata", f"<{type(adata).__name__}>",
+                  "an AnnData registered with immunegym.data.setup_anndata")
+    if horizon_days is not None:
+        horizon_days = integer("horizon_days", horizon_days, low=0, high=MAX_DAY)
     registry = get_fields(adata)
     if registry.time_key is None:
         raise DataValidationError(
@@ -318,8 +415,9 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
     dist = sample_distributions(adata)
     samples = dist.samples
     if samples["time"].isna().any():
-        bad = samples.index[samples["time"].isna()][0]
-        raise DataValidationError(f"time: sample {bad!r} has no time; expected days")
+        missing = samples.index[samples["time"].isna()][0]
+        raise DataValidationError(f"time: sample {missing!r} has no time; expected days")
+    _check_days("time", samples["time"].to_numpy(np.float64), list(samples.index), "sample")
     node_index = [dist.nodes.index(t) for t in FINE_TYPES]
     patients = list(dict.fromkeys(str(p) for p in samples["patient"]))
 
@@ -331,6 +429,9 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
         if missing:
             raise DataValidationError(
                 f"uns['imaging']: missing columns {missing}; expected patient_id, day, sod_mm")
+        _check_days("uns['imaging'].day",
+                    pd.to_numeric(imaging["day"], errors="coerce").to_numpy(np.float64),
+                    list(imaging["patient_id"].astype(str)), "a scan of patient")
         sod = imaging["sod_mm"].to_numpy(float)
         if not np.all(np.isfinite(sod)) or np.any(sod < 0):
             raise DataValidationError(
@@ -350,6 +451,11 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
     n_g = len(dist.programs)
     last_day = max(d[-1] for d in points)
     n_cycles = int((horizon_days if horizon_days is not None else last_day) // CYCLE_DAYS) + 2
+    # Padded arrays grow with patients x points x types x programs and cycles: estimate
+    # the bytes before allocating any of them.
+    n_bytes = 4 * (n_p * n_l * n_k * (n_g + 6) + n_p * n_cycles * len(THERAPIES))
+    memory_budget("adata", f"<{n_p} patients, up to {n_l} time points, {n_cycles} cycles>",
+                  n_bytes, "the padded timelines")
 
     arrays = point_arrays(n_p, n_l, n_k)
     days_a, valid = arrays["days"], arrays["valid"]
@@ -404,11 +510,11 @@ def build_timelines(adata: ad.AnnData, *, horizon_days: int | None = None) -> Ti
 def concat_timelines(parts: Sequence[Timelines]) -> Timelines:
     """Stack timelines of several cohorts (padding to the longest)."""
     if not parts:
-        raise ValueError("parts: expected at least one Timelines")
+        raise ValidationError("parts: expected at least one Timelines")
     programs = parts[0].programs
     for part in parts[1:]:
         if part.programs != programs:
-            raise ValueError(f"programs: cohorts scored different programs "
+            raise ValidationError(f"programs: cohorts scored different programs "
                              f"({programs} vs {part.programs})")
     n_l = max(p.days.shape[1] for p in parts)
     n_c = max(p.cycle_doses.shape[1] for p in parts)
@@ -429,7 +535,7 @@ def concat_timelines(parts: Sequence[Timelines]) -> Timelines:
     table = pd.concat([p.patients for p in parts], ignore_index=True)
     if table["patient_id"].duplicated().any():
         dup = table["patient_id"][table["patient_id"].duplicated()].iloc[0]
-        raise ValueError(f"patient_id: {dup!r} appears in two cohorts; ids must be unique")
+        raise ValidationError(f"patient_id: {dup!r} appears in two cohorts; ids must be unique")
     return Timelines(table, programs, **out)
 
 
@@ -442,9 +548,9 @@ def split_patients(patient_ids: Sequence[str], *, test_fraction: float = 0.15,
     """
     for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name}: expected a fraction in [0, 1), got {value}")
+            raise ValidationError(f"{name}: expected a fraction in [0, 1), got {value}")
     if test_fraction + val_fraction >= 1.0:
-        raise ValueError("test_fraction + val_fraction must leave patients for training")
+        raise ValidationError("test_fraction + val_fraction must leave patients for training")
     out = np.empty(len(patient_ids), dtype=object)
     for i, pid in enumerate(patient_ids):
         digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
@@ -483,10 +589,10 @@ def baseline_timelines(composition: np.ndarray, sod_mm: np.ndarray | None,
     comp = np.asarray(composition, dtype=np.float64)
     n_p = len(patient_ids)
     if comp.ndim != 2 or comp.shape != (n_p, len(FINE_TYPES)):
-        raise ValueError(f"composition: expected shape ({n_p}, {len(FINE_TYPES)}), got "
+        raise ValidationError(f"composition: expected shape ({n_p}, {len(FINE_TYPES)}), got "
                          f"{comp.shape}")
     if not np.all(np.isfinite(comp)) or np.any(comp < 0) or np.any(comp.sum(1) <= 0):
-        raise ValueError("composition: expected finite, non-negative rows with a positive sum")
+        raise ValidationError("composition: expected finite, non-negative rows with a positive sum")
     comp = comp / comp.sum(1, keepdims=True)
     n_k, n_g = len(FINE_TYPES), len(programs)
     burden = np.zeros((n_p, 1), np.float32)
@@ -494,7 +600,7 @@ def baseline_timelines(composition: np.ndarray, sod_mm: np.ndarray | None,
     if sod_mm is not None:
         sod = np.asarray(sod_mm, dtype=np.float64)
         if sod.shape != (n_p,) or not np.all(np.isfinite(sod)) or np.any(sod < 0):
-            raise ValueError(f"sod_mm: expected {n_p} finite values >= 0 (mm)")
+            raise ValidationError(f"sod_mm: expected {n_p} finite values >= 0 (mm)")
         burden[:, 0], burden_obs[:, 0] = np.log1p(sod), True
 
     def per_patient(value: str | Sequence[str]) -> list[str]:
