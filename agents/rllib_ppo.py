@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +40,7 @@ import numpy as np
 from agents._common import CommonArgs, console, judge, mix, writer_for
 from immunegym.planning.evaluate import leaderboard_scenario
 from immunegym.planning.policy import EpisodeStart
+from immunegym.validation import ValidationError
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -112,7 +114,7 @@ class RLlibPolicy:
         elif isinstance(space, spaces.Discrete):
             self.sizes = [int(space.n)]
         else:
-            raise ValueError(f"action_space: {space}; expected MultiDiscrete or Discrete")
+            raise ValidationError(f"action_space: {space}; expected MultiDiscrete or Discrete")
         self.discrete = isinstance(space, spaces.Discrete)
         self.module = module
 
@@ -124,7 +126,7 @@ class RLlibPolicy:
         from ray.rllib.core.columns import Columns
 
         if isinstance(obs, dict):
-            raise ValueError("obs: a dict; this policy was trained on flat observations "
+            raise ValidationError("obs: a dict; this policy was trained on flat observations "
                              "(observation_type='flat')")
         batch = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         with torch.no_grad():
@@ -133,6 +135,35 @@ class RLlibPolicy:
         levels = [chunk.argmax(dim=-1) for chunk in torch.split(logits, self.sizes, dim=-1)]
         actions = torch.stack(levels, dim=-1).numpy().astype(np.int64)
         return actions[:, 0] if self.discrete else actions
+
+
+def check_args(args: Args) -> Args:
+    """Refuse settings RLlib cannot run, before Ray starts (names the argument)."""
+    from immunegym import validation as v
+
+    v.integer("iterations", args.iterations, low=1, high=1_000_000)
+    v.integer("num_env_runners", args.num_env_runners, low=0, high=10_000)
+    v.integer("num_envs_per_env_runner", args.num_envs_per_env_runner, low=1, high=1_000_000)
+    v.integer("train_patients", args.train_patients, low=1, high=10_000_000)
+    v.integer("train_batch_size", args.train_batch_size, low=1, high=100_000_000)
+    v.integer("minibatch_size", args.minibatch_size, low=1, high=args.train_batch_size,
+              hint="at most train_batch_size")
+    v.integer("num_epochs", args.num_epochs, low=1, high=10_000)
+    v.number("lr", args.lr, low=0, low_open=True)
+    v.number("gamma", args.gamma, low=0, high=1)
+    v.number("entropy_coeff", args.entropy_coeff, low=0)
+    v.integer("net_width", args.net_width, low=1, high=65_536)
+    v.integer("net_layers", args.net_layers, low=1, high=64)
+    v.integer("num_cpus", args.num_cpus, low=1, high=100_000)
+    v.seed("seed", args.seed)
+    v.device("device", args.device)
+    if args.load_path:
+        load_dir = Path(args.load_path)
+        if not load_dir.is_dir():
+            raise v.bad("load_path", args.load_path, "an existing directory from save_path")
+    if args.save_path:
+        v.output_path("save_path", args.save_path, directory=True)
+    return args
 
 
 def training_env_kwargs(args: Args) -> dict[str, Any]:
@@ -176,6 +207,7 @@ def train(args: Args, *, writer=None) -> tuple[Any, int]:
         TimeRemainingColumn,
     )
 
+    check_args(args)
     algo = algo_config(args).build_algo()
     step = 0
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -271,7 +303,7 @@ def load(path: str) -> RLModule:
 
     tensors, config = load_policy(path, fmt=FORMAT)
     if config.get("module_class") != MODULE_CLASS:
-        raise ValueError(f"load_path: {path!r}: module_class {config.get('module_class')!r}; "
+        raise ValidationError(f"load_path: {path!r}: module_class {config.get('module_class')!r}; "
                          f"expected {MODULE_CLASS!r}")
     module = build_module(space_from_json(config["observation_space"]),
                           space_from_json(config["action_space"]), config["model_config"])
@@ -285,6 +317,7 @@ def train_policy(args: Args, *, writer=None) -> tuple[RLModule, int]:
     module and the env steps sampled; Ray is shut down again if this call started it."""
     import ray
 
+    check_args(args)
     started = not ray.is_initialized()
     if started:
         if args.address:
@@ -303,6 +336,7 @@ def train_policy(args: Args, *, writer=None) -> tuple[RLModule, int]:
 
 
 def main(args: Args) -> dict[str, Any]:
+    check_args(args)
     writer = writer_for(args, "rllib_ppo")
     step = 0
     if args.load_path:

@@ -1,16 +1,61 @@
-"""The ``immunegym`` command line."""
+"""The ``immunegym`` command line.
+
+Every command checks its options before doing any work (sizes with their upper bounds and
+a memory estimate where a size allocates, seeds, devices, choices, input files, and that
+output paths can be written), so a mistake costs a second, not a run. A failing command
+prints one line, ``error: <field>: got <value>; expected <what>``, and exits 1;
+``immunegym --debug ...`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from immunegym import validation as v
+from immunegym.validation import ValidationError
+
+
+class _CleanErrors(TyperGroup):
+    """The root command: a failing command prints one line and exits 1, never a traceback.
+
+    ``immunegym --debug ...`` (or ``IMMUNEGYM_DEBUG=1``) lets the exception through with its
+    traceback. Usage errors stay click's (exit 2); Ctrl-C stays an interrupt.
+    """
+
+    def invoke(self, ctx):  # noqa: ANN001 (typer's vendored click Context)
+        try:
+            return super().invoke(ctx)
+        # typer >= 0.26 vendors click: its Exit/Abort/usage errors are typer's own classes.
+        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if ctx.params.get("debug") or os.environ.get("IMMUNEGYM_DEBUG") == "1":
+                raise
+            typer.echo(_one_line(err), err=True)
+            raise typer.Exit(1) from None
+
+
+def _one_line(err: BaseException) -> str:
+    """``error: <message>`` on one line (the exception's type unless it is a ValidationError)."""
+    message = str(err) or type(err).__name__
+    if not isinstance(err, ValidationError):
+        message = f"{type(err).__name__}: {message}"
+    first, *rest = message.splitlines() or [""]
+    extra = f" (+{len(rest)} more lines)" if rest else ""
+    return f"error: {first}{extra} (rerun with --debug for the traceback)"
+
 
 app = typer.Typer(
+    cls=_CleanErrors,
     help="immunegym: a world simulator of the tumor immune microenvironment.",
     no_args_is_help=True,
     add_completion=False,
@@ -23,12 +68,120 @@ sim_app = typer.Typer(help="ImmuneSim: the mechanistic ground truth.", no_args_i
 app.add_typer(sim_app, name="sim")
 console = Console()
 
+# Upper bounds of the sizes the commands take: far above any documented run, low enough
+# that a typo (an extra zero or two) is refused in a second instead of running for days.
+MAX_PATIENTS = 10_000_000
+MAX_DAYS = 3_650
+MAX_REPEATS = 1_000
+MAX_WORKERS = 1_024
+# Measured peaks (see BENCHMARKS.md) with a margin, for the memory estimates.
+SIM_BYTES_PER_PATIENT = 8_000        # bench sim: ~4.2 kB/patient measured at batch 200,000
+ENV_BYTES_PER_ENV = 16_000           # bench speed: ~8 kB/env at 65,536 envs
+LABEL_BYTES = 200                    # bench harmonize: a string object + its mapped copy
+COHORT_BYTES_PER_PATIENT = 4_000_000  # make-suite: ~2 MB/patient of cells at one year
+ARM_BYTES_PER_PATIENT = 32_000       # sim calibrate: ~14 kB/patient per two-year arm
+
+
+def _count(field: str, value: int, *, low: int = 1, high: int, hint: str = "") -> int:
+    """An integer option in ``low..high`` (the message names the option)."""
+    return v.integer(field, value, low=low, high=high, hint=hint)
+
+
+def _output_file(field: str, path: Path | None) -> Path | None:
+    """An output file that can be written (checked before the run, not after it)."""
+    if path is None:
+        return None
+    return _probe(field, v.output_path(field, path), directory=False)
+
+
+def _output_dir(field: str, path: Path | None) -> Path | None:
+    """An output directory that can be created or written."""
+    if path is None:
+        return None
+    return _probe(field, v.output_path(field, path, directory=True), directory=True)
+
+
+def _probe(field: str, path: Path, *, directory: bool) -> Path:
+    """Create and remove a temporary file where ``path`` will be written.
+
+    Permission bits do not say everything (root, read-only mounts, /proc): this asks the
+    file system itself, and leaves nothing behind.
+    """
+    import tempfile
+
+    where = path if (directory and path.is_dir()) else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as err:
+        raise v.bad(field, str(path), f"a writable location ({str(where)!r}: "
+                                      f"{err.strerror or err})") from None
+    return path
+
+
+def _directory(field: str, path: Path | None, *, must_hold: str, what: str) -> Path | None:
+    """An existing directory holding ``must_hold`` (a checkpoint, a suite)."""
+    if path is None:
+        return None
+    if not path.exists():
+        raise v.bad(field, str(path), f"an existing {what} directory (no such directory)")
+    if not path.is_dir():
+        raise v.bad(field, str(path), f"a {what} directory, not a file")
+    if not (path / must_hold).is_file():
+        raise v.bad(field, str(path), f"a {what} directory (it has no {must_hold})")
+    return path
+
+
+def _checkpoint(field: str, path: Path | None) -> Path | None:
+    return _directory(field, path, must_hold="config.json", what="world-model checkpoint")
+
+
+def _suite(field: str, path: Path | None) -> Path | None:
+    return _directory(field, path, must_hold="suite.json",
+                      what="suite (from `immunegym data make-suite`)")
+
+
+def _seed(field: str, value: int) -> int:
+    return int(v.seed(field, value))  # type: ignore[arg-type]
+
+
+def _device(field: str, value: str) -> str:
+    return v.device(field, value)
+
+
+def _address(address: str | None, use_ray: bool) -> None:
+    if address is not None and not use_ray:
+        raise v.bad("--address", address, "to be given together with --ray")
+    if address is not None and not address.strip():
+        raise v.bad("--address", address, "a Ray address (auto, host:port or ray://host:port)")
+
+
+def _write_json(path: Path, data: Any, **dump: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically."""
+    from immunegym._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, **dump) + "\n")
+
+
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback when a command fails.")] = False,
+) -> None:
+    """immunegym: a world simulator of the tumor immune microenvironment."""
+
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for figures.")] = Path("immunegym-out"),
 ) -> None:
     """Run the main job on the bundled real data (what `make demo` runs)."""
+    _output_dir("--out", out)
     from immunegym.demo import run_demo
 
     run_demo(out, console=console)
@@ -53,25 +206,22 @@ def harmonize(
     csv: Annotated[Path | None, typer.Option(help="Also write the report as CSV.")] = None,
 ) -> None:
     """Map the labels in one obs column onto the ontology and print the report."""
-    from immunegym._atomic import atomic_path
-    from immunegym.data import DataValidationError, read_h5ad
-    from immunegym.ontology import UnmappedLabelError, harmonization_report
+    v.existing_file("FILE", file, hdf5=True)
+    _output_file("--csv", csv)
+    if convention is not None:
+        from immunegym.ontology.conventions import CONVENTIONS
 
-    try:
-        adata = read_h5ad(file)
-    except (FileNotFoundError, DataValidationError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+        v.choice("--convention", convention, sorted(CONVENTIONS))
+    from immunegym._atomic import atomic_path
+    from immunegym.data import read_h5ad
+    from immunegym.ontology import harmonization_report
+
+    adata = read_h5ad(file)
     if key not in adata.obs.columns:
-        console.print(f"[red]error:[/red] --key {key!r}: {str(file)!r} has no obs column "
-                      f"{key!r}; available: {list(adata.obs.columns)}")
-        raise typer.Exit(2)
+        raise v.bad("--key", key, f"an obs column of {str(file)!r}: one of "
+                                  f"{list(adata.obs.columns)}")
     labels = adata.obs[key].astype(object).to_numpy()
-    try:
-        report = harmonization_report(labels, convention=convention, strict=strict)
-    except (UnmappedLabelError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
+    report = harmonization_report(labels, convention=convention, strict=strict)
     frame = report.to_frame().sort_values("n_cells", ascending=False)
     table = Table(title=f"{file.name}: obs[{key!r}] -> unified ontology")
     for col in ("label", "node", "cl_id", "cl_label", "rule", "confidence", "n_cells"):
@@ -98,15 +248,14 @@ def bench_harmonize(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
     """Time harmonize_labels on N per-cell labels drawn from real atlas conventions."""
-    from immunegym.benchmarks.speed import harmonize_speed
+    from immunegym.benchmarks.speed import check_harmonize_speed, harmonize_speed
 
+    check_harmonize_speed(n_labels, repeats, fields=("--n-labels", "--repeats"))
+    _output_file("--json", json_path)
     result = harmonize_speed(n_labels=n_labels, repeats=repeats)
     console.print_json(json.dumps(result))
     if json_path is not None:
-        from immunegym._atomic import atomic_path
-
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(json_path, result)
 
 
 @data_app.command("make-suite")
@@ -124,12 +273,13 @@ def data_make_suite(
     """Write the default 14-cohort suite: <name>.h5ad + <name>.truth.safetensors + suite.json."""
     from rich.progress import Progress
 
-    from immunegym.sim.suite import make_suite, suite_specs
+    from immunegym.sim.suite import check_suite_memory, make_suite, suite_specs
 
-    try:
-        specs = suite_specs(n_patients=n_patients, horizon_days=horizon_days, names=cohort)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
+    _address(address, use_ray)
+    specs = suite_specs(n_patients=n_patients, horizon_days=horizon_days, names=cohort,
+                        fields=("--n-patients", "--horizon-days", "--cohort"))
+    check_suite_memory(specs, use_ray=use_ray, field="--n-patients")
+    _output_dir("--out", out)
     with Progress(console=console) as progress:
         task = progress.add_task("cohorts", total=len(specs))
         manifest = make_suite(out, specs, use_ray=use_ray, address=address,
@@ -145,12 +295,12 @@ def bench_realism(
 ) -> None:
     """Realism checks of ImmuneSim: random dosing vs standard of care over a year, every drug
     every cycle, neutrophil nadir and recovery, CheckMate 067 PFS."""
-    from immunegym._atomic import atomic_path
+    _seed("--seed", seed)
+    _output_file("--json", json_path)
     from immunegym.benchmarks import realism
 
     result = realism.run(quick=quick, seed=seed)
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    _write_json(json_path, result, default=float)
     rg = result["random_vs_guideline"]
     table = Table(title=f"ImmuneSim-v0, {rg['cycles']} cycles, {rg['n_patients']} held-out "
                   "patients: random minus guideline (95% CI)")
@@ -171,13 +321,13 @@ def bench_sim(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
     """ImmuneSim throughput (patient-days/s) and memory per patient at several batch sizes."""
-    import torch
+    from immunegym.benchmarks.speed import check_sim_speed, sim_speed
 
-    from immunegym.benchmarks.speed import sim_speed
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = sim_speed(batches=batch or [1, 1_000, 100_000], days=days, device=device)
+    device = _device("--device", device)
+    batches = batch or [1, 1_000, 100_000]
+    check_sim_speed(batches, days, fields=("--batch", "--days"))
+    _output_file("--json", json_path)
+    result = sim_speed(batches=batches, days=days, device=device)
     table = Table(title=f"ImmuneSim step on {device} ({result['torch_threads']} threads)")
     for col in ("batch", "patient-days/s", "state bytes/patient"):
         table.add_column(col, justify="right")
@@ -186,10 +336,7 @@ def bench_sim(
                       f"{row['state_bytes_per_patient']:,.0f}")
     console.print(table)
     if json_path is not None:
-        from immunegym._atomic import atomic_path
-
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(json_path, result)
 
 
 @bench_app.command("speed")
@@ -203,14 +350,13 @@ def bench_speed(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
     """Env-steps/s of the ImmuneWorld-v0 and ImmuneSim-v0 vector envs, memory, model FLOPs."""
-    import torch
+    from immunegym.benchmarks.env_speed import check_env_speed, env_speed
 
-    from immunegym.benchmarks.env_speed import env_speed
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device("--device", device)
     sizes = envs or ([1, 256] if quick else [1, 256, 4096, 65_536])
     sync = sync_envs or ([1] if quick else [1, 256])
+    check_env_speed(sizes, sync, fields=("--envs", "--sync-envs"))
+    _output_file("--json", json_path)
 
     def progress(row: dict) -> None:
         console.print(f"{row['env_id']:<15} {row['vectorizer']:<6} {row['num_envs']:>6,} envs: "
@@ -231,10 +377,7 @@ def bench_speed(
                       f"{row['peak_rss_mb']:,.0f}", "-" if frac is None else f"{100 * frac:.1f}")
     console.print(table)
     if json_path is not None:
-        from immunegym._atomic import atomic_path
-
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(json_path, result)
 
 
 @bench_app.command("planners")
@@ -264,22 +407,27 @@ def bench_planners(
     """Every agent on the same held-out patients, judged in ImmuneSim (the ground truth)."""
     import dataclasses
 
-    import torch
+    from immunegym.benchmarks.planners import (
+        FULL,
+        QUICK,
+        check_config,
+        check_only,
+        run_leaderboard,
+        show_and_write,
+    )
 
-    from immunegym.benchmarks.planners import FULL, QUICK, run_leaderboard, show_and_write
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device("--device", device)
     cfg = QUICK if quick else FULL
     overrides = {"n_patients": n_patients, "horizon": horizon, "ppo_timesteps": ppo_timesteps,
                  "rllib_iterations": rllib_iterations, "cem_population": cem_population,
                  "cem_iterations": cem_iterations, "beam_width": beam_width}
     cfg = dataclasses.replace(cfg, seed=seed,
-                              **{k: v for k, v in overrides.items() if v is not None})
-    try:
-        result = run_leaderboard(cfg, device=device, only=agent, log=console.print)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+                              **{k: x for k, x in overrides.items() if x is not None})
+    check_config(cfg, option_names=True)
+    check_only(cfg, agent, field="--agent")
+    _output_file("--json", json_path)
+    _output_dir("--out", out)
+    result = run_leaderboard(cfg, device=device, only=agent, log=console.print)
     result["command"] = "immunegym bench planners" + (" --quick" if quick else "")
     show_and_write(result, json_path=json_path, out=out, console=console)
 
@@ -302,25 +450,43 @@ def plan(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
     """Ranked regimens for one patient, their counterfactual outcomes and the tree plot."""
-    import anndata as ad
-    import torch
+    from immunegym.env.scenario import MAX_HORIZON
+    from immunegym.planning.regimen_search import METHODS
 
+    v.existing_file("--cohort", cohort, hdf5=True)
+    method = v.choice("--method", method, METHODS)
+    _count("--budget", budget, low=2, high=1_000_000)
+    _count("--horizon", horizon, high=MAX_HORIZON)
+    _count("--samples", samples, high=100_000)
+    _count("--top", top, high=budget, hint="at most --budget")
+    _seed("--seed", seed)
+    device = _device("--device", device)
+    _output_dir("--out", out)
+    _output_file("--json", json_path)
+    from immunegym.planning.regimen import parse_plan
+
+    for text in regimen or []:
+        try:
+            parse_plan(text)
+        except ValueError as err:  # the grammar's own message says what is wrong
+            raise v.bad("--regimen", text, f"a regimen text or name ({err})") from None
+
+    from immunegym.data import read_h5ad
     from immunegym.planning.counterfactuals import counterfactual, plot_counterfactual_tree
     from immunegym.planning.regimen import STANDARD_OF_CARE, standard_of_care
     from immunegym.planning.regimen_search import search
     from immunegym.world_model import load
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not cohort.exists():
-        raise typer.BadParameter(f"--cohort: no file {cohort}")
-    adata = ad.read_h5ad(cohort)
+    adata = read_h5ad(cohort)
+    if "patient_id" not in adata.obs.columns:
+        raise v.bad("--cohort", str(cohort), "a registered cohort (obs has no 'patient_id' "
+                                             "column)")
+    ids = sorted(set(adata.obs["patient_id"].astype(str)))
+    if patient not in ids:
+        raise v.bad("--patient", patient, f"a patient id of {cohort.name}, e.g. {ids[:5]}")
     model = load(device=device)
-    try:
-        found = search(adata, budget, patients=[patient], method=method, horizon=horizon,
-                       model=model, top_k=top, seed=seed, device=device)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+    found = search(adata, budget, patients=[patient], method=method, horizon=horizon,
+                   model=model, top_k=top, seed=seed, device=device)
     ranked = found.ranked[0]
     cancer = str(found_cancer(adata, patient))
     candidates = [str(p) for p, _ in ranked]
@@ -331,11 +497,8 @@ def plan(
     for text in extra:
         if text not in candidates:
             candidates.append(text)
-    try:
-        cf = counterfactual(adata, candidates, samples, patient=patient, model=model,
-                            horizon=horizon, seed=seed, device=device)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+    cf = counterfactual(adata, candidates, samples, patient=patient, model=model,
+                        horizon=horizon, seed=seed, device=device)
     frame = cf.table()
     predicted = {str(p): v for p, v in ranked}
     labels = [f"{i + 1}" if text in predicted else ("none" if text == "none" else
@@ -361,14 +524,11 @@ def plan(
     png = plot_counterfactual_tree(cf, out / f"counterfactual_tree_{_safe(patient)}.png")
     console.print(f"wrote {png}")
     if json_path is not None:
-        from immunegym._atomic import atomic_path
-
         result = {"patient": patient, "cancer_type": cancer, "method": method,
-                  "budget": budget, "ranked": [{"regimen": str(p), "predicted_return": v}
-                                               for p, v in ranked],
+                  "budget": budget, "ranked": [{"regimen": str(p), "predicted_return": r}
+                                               for p, r in ranked],
                   "counterfactual": cf.to_dict()}
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(json_path, result)
 
 
 def found_cancer(adata, patient: str) -> str:
@@ -391,11 +551,11 @@ def sim_calibrate(
     sweeps: Annotated[int, typer.Option(help="Gauss-Seidel sweeps over the anchors.")] = 2,
     workers: Annotated[int, typer.Option(
         help="Processes fitting cancer types in parallel.")] = 1,
-    params_out: Annotated[Path, typer.Option(
-        help="Where --fit writes the parameter file.")] = Path(
-        "immunegym-out/immunesim-params-v2.json"),
+    params_out: Annotated[Path | None, typer.Option(
+        help="Where --fit writes the parameter file (default: "
+             "immunegym-out/immunesim-params-v2.json; never the shipped file).")] = None,
     ship: Annotated[bool, typer.Option(
-        help="Maintainers: --fit replaces the parameter file shipped in the package.")
+        help="Maintainers only: --fit replaces the parameter file shipped in the package.")
     ] = False,
     version: Annotated[str, typer.Option(help="Version written into the file.")] = "2",
     out: Annotated[Path, typer.Option(help="Directory for the plot.")] = Path("immunegym-out"),
@@ -408,20 +568,28 @@ def sim_calibrate(
     single agents on the same simulated patients. ``--fit`` refits first and writes the
     parameter file to ``--params-out`` (the shipped file only with ``--ship``).
     """
-    from immunegym._atomic import atomic_path
     from immunegym.sim import calibrate as cal
     from immunegym.sim.parameters import load_parameters
 
-    if n < 1 or fit_n < 1:
-        raise typer.BadParameter(f"n: expected a positive integer, got {min(n, fit_n)}")
+    cal.check_sizes(n, seed, field_n="--n", field_seed="--seed")
+    target = None
+    if fit:
+        cal.check_fit_sizes(fit_n, sweeps, workers,
+                            fields=("--fit-n", "--sweeps", "--workers"))
+        target = _output_file("--params-out", cal.parameter_target(params_out, ship=ship))
+        if not version.strip() or any(c.isspace() for c in version):
+            raise v.bad("--version", version, "a non-empty version without spaces, e.g. '2'")
+    elif ship or params_out is not None:
+        flag = "--ship" if ship else "--params-out"
+        raise v.bad(flag, True if ship else str(params_out),
+                    "to be given together with --fit (it says where --fit writes)")
+    _output_dir("--out", out)
+    _output_file("--json", json_path)
     params = load_parameters()
     if fit:
-        if workers < 1:
-            raise typer.BadParameter(f"--workers: expected >= 1, got {workers}")
         params, record = cal.fit(params, n=fit_n, sweeps=sweeps, workers=workers,
                                  log=console.print)
-        target = cal.default_parameter_path() if ship else params_out
-        cal.write_parameters(params, record, target, version)
+        cal.write_parameters(params, record, target, version, allow_shipped=ship)
         console.print(f"wrote {target}")
     report = cal.check(params, n=n, seed=seed)
 
@@ -465,8 +633,7 @@ def sim_calibrate(
     png = cal.plot_report(report, out / "immunesim_calibration.png")
     console.print(f"wrote {png}")
     if json_path is not None:
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        _write_json(json_path, report.to_json())
     missed = report.missed + [c.anchor.label for c in report.validation if not c.within] + [
         p.pair.combination.trial for p in report.pairs if not p.within]
     if missed:
@@ -482,11 +649,10 @@ def sim_combinations(
 ) -> None:
     """What ImmuneSim predicts for every two-therapy combination, next to independent
     action from its own single agents on the same patients (never fitted)."""
-    from immunegym._atomic import atomic_path
     from immunegym.sim import calibrate as cal
 
-    if n < 1:
-        raise typer.BadParameter(f"--n: expected a positive integer, got {n}")
+    cal.check_sizes(n, seed, field_n="--n", field_seed="--seed")
+    _output_file("--json", json_path)
     checks = cal.predict_combinations(n=n, seed=seed)
     table = Table(title=f"Two-therapy combinations vs independent action (n={n} per type)")
     for col in ("cancer type", "combination", "first", "second", "IA", "combination ORR",
@@ -503,14 +669,14 @@ def sim_combinations(
                       f"{c.combination - c.independent_action:+.3f}", f"{c.neither_share:.2f}")
     console.print(table)
     if json_path is not None:
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps({"n": n, "seed": seed, "pairs": rows}, indent=2) + "\n")
+        _write_json(json_path, {"n": n, "seed": seed, "pairs": rows})
 
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option(help="Training recipe (TOML), e.g. "
-                                         "immunegym/world_model/configs/default.toml.")],
+    config: Annotated[Path, typer.Option(help="Training recipe (TOML): a file, or a "
+                                         "packaged recipe by name (default, "
+                                         "observation_only).")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     num_workers: Annotated[int, typer.Option(help="Ray Train workers (1 = train in this "
                                              "process).")] = 1,
@@ -519,24 +685,23 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     log_dir: Annotated[Path, typer.Option(help="TensorBoard log directory.")
                        ] = Path("immunegym-out/tensorboard"),
+    replace_shipped: Annotated[bool, typer.Option(
+        "--replace-shipped", help="Maintainers only: allow --out to replace a pretrained "
+                                  "model shipped in the package.")] = False,
 ) -> None:
     """Train the world model from a recipe; writes safetensors + config + model card."""
     import sys
 
-    import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from immunegym.world_model.recipe import Recipe, run_recipe
 
-    try:
-        recipe = Recipe.load(config)
-    except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-    if num_workers < 1:
-        raise typer.BadParameter(f"--num-workers: expected >= 1, got {num_workers}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    recipe = Recipe.load(_recipe_path("--config", config))
+    _count("--num-workers", num_workers, high=MAX_WORKERS)
+    device = _device("--device", device)
+    v.refuse_shipped("--out", out, allow=replace_shipped, flag="--replace-shipped")
+    _output_dir("--out", out)
+    _output_dir("--log-dir", log_dir)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn(
         "{task.completed}/{task.total} {task.fields[info]}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -552,8 +717,26 @@ def train(
                            device=device, log_dir=log_dir, on_epoch=on_epoch,
                            progress=lambda name: progress.update(data_task, advance=1,
                                                                  info=name),
-                           command=" ".join(["immunegym", *sys.argv[1:]]))
+                           command=" ".join(["immunegym", *sys.argv[1:]]),
+                           allow_shipped=replace_shipped)
     console.print(f"{model!r}\nwrote {out} (TensorBoard logs: {log_dir})")
+
+
+def _recipe_path(field: str, config: Path) -> Path:
+    """A recipe file; a packaged recipe's name or repository path works from any directory."""
+    from immunegym.world_model.recipe import DEFAULT_RECIPE
+
+    if config.is_file():
+        return v.existing_file(field, config, suffixes=(".toml",))
+    packaged = DEFAULT_RECIPE.parent
+    names = sorted(f.stem for f in packaged.glob("*.toml"))
+    stem = config.stem if config.suffix == ".toml" else config.name
+    in_repo = config.as_posix().endswith(f"world_model/configs/{stem}.toml")
+    if stem in names and (len(config.parts) == 1 or in_repo):
+        return packaged / f"{stem}.toml"
+    if config.exists():
+        return v.existing_file(field, config, suffixes=(".toml",))
+    raise v.bad(field, str(config), f"an existing TOML recipe, or a packaged one: {names}")
 
 
 def _evaluation_command(name: str, summary: str):
@@ -587,8 +770,12 @@ def _evaluation_command(name: str, summary: str):
         )
         from immunegym.world_model import load
 
-        if address is not None and not ray:
-            raise typer.BadParameter("--address needs --ray")
+        _address(address, ray)
+        _seed("--seed", seed)
+        _checkpoint("--checkpoint", checkpoint)
+        _suite("--suite", suite)
+        _output_file("--json", json_path)
+        _output_dir("--out", out)
         ctx = BenchContext(load(checkpoint), quick=quick, seed=seed, ray=ray, address=address,
                            suite_dir=suite, progress=lambda m: console.log(m))
         line = f"immunegym bench {name}" + (" --quick" if quick else "") + \
@@ -636,16 +823,30 @@ def bench_world_model(
     observation_only: Annotated[Path | None, typer.Option(
         help="A checkpoint trained without the privileged state, scored on the same origins "
              "(default: the shipped observation-only variant when there is one).")] = None,
+    replace_shipped: Annotated[bool, typer.Option(
+        "--replace-shipped", help="Maintainers only: allow --record to write into a "
+                                  "checkpoint shipped in the package.")] = False,
 ) -> None:
     """World model vs persistence, ridge, cohort-mean and history-mean baselines (and the
     privileged ridge on the truth) on held-out patients."""
     from rich.progress import Progress
 
-    from immunegym._atomic import atomic_path
     from immunegym.benchmarks.world_model import run_benchmark
     from immunegym.world_model import load
-    from immunegym.world_model.checkpoint import PRETRAINED_OBSERVATION_ONLY
+    from immunegym.world_model.checkpoint import PRETRAINED, PRETRAINED_OBSERVATION_ONLY
 
+    _checkpoint("--checkpoint", checkpoint)
+    _checkpoint("--observation-only", observation_only)
+    _suite("--suite", suite)
+    device = _device("--device", device)
+    _output_file("--json", json_path)
+    if record:
+        # --record writes the figures into the checkpoint: the shipped one is read-only.
+        v.refuse_shipped("--checkpoint", checkpoint or PRETRAINED, allow=replace_shipped,
+                         flag="--replace-shipped")
+        _output_dir("--checkpoint", checkpoint or PRETRAINED)
+    elif replace_shipped:
+        raise v.bad("--replace-shipped", True, "to be given together with --record")
     model = load(checkpoint, device=device)
     if observation_only is None and checkpoint is None and PRETRAINED_OBSERVATION_ONLY.is_dir():
         observation_only = PRETRAINED_OBSERVATION_ONLY
@@ -678,19 +879,72 @@ def bench_world_model(
                   f"noise floor {result['rollout_6'].get('noise_floor', float('nan')):.3f}  "
                   f"({result['n_origins']} origins, {result['n_patients']} patients, "
                   f"{result['seconds']:.0f} s)")
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    _write_json(json_path, result)
     console.print(f"wrote {json_path}")
     if record:
-        from immunegym.world_model.checkpoint import PRETRAINED
+        from immunegym.benchmarks.world_model import record_evaluation
 
-        keys = ("one_step", "rollout_6", "coverage90", "coverage90_by_horizon", "n_origins",
-                "n_patients", "main_set")
-        model.card["evaluation"] = {
-            "command": "immunegym bench world-model" + (" --quick" if quick else ""),
-            **{k: result[k] for k in keys}}
-        model.to("cpu").save(checkpoint or PRETRAINED)
+        record_evaluation(model, result, checkpoint, quick=quick,
+                          allow_shipped=replace_shipped)
         console.print(f"recorded the figures in {checkpoint or PRETRAINED}/MODEL_CARD.md")
+
+
+@bench_app.command("fuzz")
+def bench_fuzz(
+    steps: Annotated[int, typer.Option(help="Env steps with random and hostile actions.")
+                     ] = 1_000_000,
+    api_calls: Annotated[int, typer.Option(help="Public API calls with random arguments.")
+                         ] = 2_000,
+    seed: Annotated[int, typer.Option(help="Seed of the fuzzer.")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Fuzz the envs and the public API: exits 1 on any crash, NaN, out-of-space
+    observation or unclear error."""
+    # The same bounds as run_fuzz's (checked here too, before its heavy imports).
+    _count("--steps", steps, low=0, high=FUZZ_MAX_STEPS)
+    _count("--api-calls", api_calls, low=0, high=FUZZ_MAX_API_CALLS)
+    _seed("--seed", seed)
+    _output_file("--json", json_path)
+    from immunegym.benchmarks.fuzz import run_fuzz
+
+    result = run_fuzz(n_env_steps=steps, n_api_calls=api_calls, seed=seed)
+    failures = {k: _how_many(result.get(k)) for k in FUZZ_FAILURES}
+    table = Table(title=f"fuzz: {steps:,} env steps, {api_calls:,} API calls, seed {seed}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(
+                value, bool) else str(value))
+    console.print(table)
+    if json_path is not None:
+        _write_json(json_path, result, default=str)
+        console.print(f"wrote {json_path}")
+    if sum(failures.values()) > 0:
+        for example in list(result.get("examples") or [])[:5]:
+            console.print(f"  {example}", highlight=False)
+        found = ", ".join(f"{k} {n}" for k, n in failures.items() if n)
+        typer.echo(f"error: fuzz found failures: {found}", err=True)
+        raise typer.Exit(1)
+
+
+def _how_many(value: Any) -> int:
+    """A count, or the length of a list of cases (either form counts the failures)."""
+    if value is None:
+        return 0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    try:
+        return len(value)
+    except TypeError:
+        return int(bool(value))
+
+
+FUZZ_FAILURES: tuple[str, ...] = ("crashes", "nans", "out_of_space", "unclear_errors",
+                                   "hangs")
+"""Counts in :func:`immunegym.benchmarks.fuzz.run_fuzz`'s result that fail ``bench fuzz``."""
+FUZZ_MAX_STEPS = 10**9
+FUZZ_MAX_API_CALLS = 10**6
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,10 +17,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from immunegym import validation as v
 from immunegym.data.distributions import sample_distributions
 from immunegym.data.real import sade_feldman_cells
 from immunegym.ontology import FINE_TYPES, default_ontology, harmonization_report, tree_wasserstein
 from immunegym.plots import composition_bars
+from immunegym.validation import ValidationError
 
 DEMO_LEVEL: tuple[str, ...] = (
     "cd8_memory", "cd8_effector", "cd8_exhausted", "cd4_helper", "treg", "nk", "b_lineage",
@@ -41,6 +43,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "immunegym-out",
     pathlib.Path
         The PNG written into ``out_dir``.
     """
+    v.output_path("out_dir", out_dir, directory=True)
     console = console or Console()
     onto = default_ontology()
     adata = sade_feldman_cells()
@@ -200,7 +203,7 @@ def toxicity_frame(course, patient: int, rates: dict[str, float]):
 
     if course.toxicity is None or course.given is None or len(course.record_days) < 2 or (
             course.record_days[1] - course.record_days[0] != 1):
-        raise ValueError("course: expected a run with record_every=1 and record_given=True")
+        raise ValidationError("course: expected a run with record_every=1 and record_given=True")
     trace = course.toxicity[:, patient]
     anc = trace[:, TOXICITY_TRACE.index("anc")]
     load = trace[:, TOXICITY_TRACE.index("load")]
@@ -273,6 +276,10 @@ def chemo_toxicity(out_dir: str | os.PathLike[str] = "immunegym-out",
     import numpy as np
 
     from immunegym.plots import neutrophils_and_burden
+
+    v.integer("days", days, low=1, high=3_650)
+    v.integer("n_candidates", n_candidates, low=1, high=100_000)
+    v.seed("seed", seed)
     from immunegym.sim import ImmuneSim
 
     console = console or Console()

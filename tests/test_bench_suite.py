@@ -140,7 +140,11 @@ def test_regimen_doses_follow_immunesim_and_plan_doses_the_grammar():
     assert doses.shape == (3, 6, 5)
     assert doses[..., 0].min() == 1.0 and doses[0, :, 1].sum() == 4.0  # ipilimumab x4
     assert doses[..., 2:].max() == 0.0
-    every_cycle = plan_doses("anti_pd1+anti_ctla4", 2, 6)
+    # One grammar: a bare drug is its standard course in planning too (ipilimumab x4), so
+    # the planning doses of a named regimen equal ImmuneSim's; "x6" asks for every cycle.
+    same = plan_doses("anti_pd1+anti_ctla4", 3, 6)
+    assert np.array_equal(same, doses)
+    every_cycle = plan_doses("anti_pd1+anti_ctla4 x6", 2, 6)
     assert every_cycle[0, :, 1].sum() == 6.0
     switch = plan_doses("anti_ctla4 x2 -> anti_pd1", 1, 4)[0]
     assert switch[:, 1].tolist() == [1, 1, 0, 0] and switch[:, 0].tolist() == [0, 0, 1, 1]
@@ -282,4 +286,4 @@ def test_cli_requires_json_and_ray_for_address(tmp_path):
     assert missing.exit_code != 0
     bad = CliRunner().invoke(app, ["bench", "transfer", "--json", str(tmp_path / "x.json"),
                                    "--address", "ray://x:1"])
-    assert bad.exit_code != 0 and "--address needs --ray" in bad.output
+    assert bad.exit_code == 1 and "--address" in bad.output and "--ray" in bad.output

@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 
 from immunegym.sim.cohort import CohortSpec
 from immunegym.sim.suite import DEFAULT_SUITE
+from immunegym.validation import ValidationError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,6 +52,9 @@ FRESH_SEED_OFFSET = 1000
 
 QUICK_FRESH_PATIENTS = 30
 """Patients per fresh cohort in ``--quick`` runs (60, the suite's size, otherwise)."""
+
+TASK_RETRIES = 3
+"""Ray retries of a benchmark task whose worker died."""
 
 
 # --------------------------------------------------------------------------- statistics
@@ -248,7 +252,9 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, ray: bool = False,
         ray_lib.init(address=address, include_dashboard=False, log_to_driver=False,
                      ignore_reinit_error=True)
     try:
-        remote = ray_lib.remote(num_cpus=num_cpus)(fn)
+        # Items are deterministic functions of their input: a task whose worker died is
+        # simply run again.
+        remote = ray_lib.remote(num_cpus=num_cpus, max_retries=TASK_RETRIES)(fn)
         return ray_lib.get([remote.remote(x) for x in items])
     finally:
         if started and shutdown:
@@ -275,7 +281,7 @@ def protocol_cycle_doses(regimen: str, n_cycles: int) -> np.ndarray:
     from immunegym.world_model.timelines import CYCLE_DAYS, STANDARD_CYCLE_DOSE
 
     if not isinstance(n_cycles, (int, np.integer)) or n_cycles < 1:
-        raise ValueError(f"n_cycles: expected a positive integer, got {n_cycles!r}")
+        raise ValidationError(f"n_cycles: expected a positive integer, got {n_cycles!r}")
     calendar = dose_calendar(parse_regimen(regimen), int(n_cycles) * CYCLE_DAYS)
     unit = np.array([STANDARD_CYCLE_DOSE[t] for t in THERAPIES])
     return calendar.reshape(int(n_cycles), CYCLE_DAYS, -1).sum(1) / unit
@@ -293,7 +299,7 @@ def aligned_doses(regimens: Sequence[str], start_day: np.ndarray, n_cycles: int
 
     start = np.asarray(start_day, dtype=np.float32)
     if len(regimens) != len(start):
-        raise ValueError(f"regimens: {len(regimens)} regimens for {len(start)} start days; "
+        raise ValidationError(f"regimens: {len(regimens)} regimens for {len(start)} start days; "
                          "expected one per patient")
     total = n_cycles + int(math.ceil(float(start.max(initial=0.0)) / CYCLE_DAYS)) + 1
     table = {r: protocol_cycle_doses(r, total) for r in set(regimens)}
@@ -315,7 +321,8 @@ def regimen_doses(regimen: str, n_patients: int, n_cycles: int) -> np.ndarray:
 def plan_doses(plan: str, n_patients: int, n_cycles: int) -> np.ndarray:
     """``(P, H, R)`` doses of a regimen plan in the planning grammar
     (:func:`~immunegym.planning.regimen.parse_plan`, e.g. ``"anti_ctla4 x4 -> anti_pd1"``;
-    a bare drug name there means every cycle)."""
+    a bare drug name there means its standard course, as in ImmuneSim: chemo and
+    anti_ctla4 x4, anti_pd1 up to 35 doses)."""
     from immunegym.planning.regimen import parse_plan
 
     doses = parse_plan(plan).cycle_doses(n_cycles).astype(np.float32)
@@ -434,6 +441,11 @@ class BenchContext:
                  address: str | None = None, suite_dir: str | Path | None = None,
                  progress: Callable[[str], None] | None = None,
                  specs: Sequence[CohortSpec] | None = None) -> None:
+        from immunegym import validation as v
+
+        v.seed("seed", seed)
+        if address is not None and not ray:
+            raise v.bad("address", address, "to be given together with ray=True")
         self._model = model
         self.specs = list(specs) if specs is not None else None
         self._ray_started = False

@@ -123,6 +123,7 @@ from immunegym.sim.cohort import CohortSpec
 from immunegym.sim.outcomes import CR, PR, sum_of_diameters
 from immunegym.sim.simulator import MAX_DAYS, TRIAL_IMAGING, ImmuneSim
 from immunegym.sim.therapy import parse_regimen
+from immunegym.validation import ValidationError
 from immunegym.world_model.events import interval_dose
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines
 
@@ -155,20 +156,20 @@ def check_regimens(regimens: Sequence[str]) -> tuple[str, ...]:
         Naming the field, the bad value and what was expected.
     """
     if isinstance(regimens, str) or not isinstance(regimens, Sequence) or len(regimens) < 2:
-        raise ValueError(f"regimens: got {regimens!r}; expected a sequence of at least two "
+        raise ValidationError(f"regimens: got {regimens!r}; expected a sequence of at least two "
                          "regimen names (e.g. 'none', 'anti_pd1', 'anti_pd1+anti_ctla4')")
     out = tuple(regimens)
     for regimen in out:
         if not isinstance(regimen, str):
-            raise ValueError(f"regimens: got {regimen!r}; expected regimen names (str)")
+            raise ValidationError(f"regimens: got {regimen!r}; expected regimen names (str)")
         try:
             parse_regimen(regimen)
         except ValueError as error:
-            raise ValueError(f"regimens: {regimen!r} is not a regimen ImmuneSim can give "
+            raise ValidationError(f"regimens: {regimen!r} is not a regimen ImmuneSim can give "
                              f"({error})") from None
     names = [parse_regimen(r).name for r in out]
     if len(set(names)) != len(names):
-        raise ValueError(f"regimens: {list(out)} names the same regimen twice; expected "
+        raise ValidationError(f"regimens: {list(out)} names the same regimen twice; expected "
                          "distinct regimens")
     return out
 
@@ -177,7 +178,7 @@ def _check_positive_int(name: str, value: int, upper: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or (
             upper is not None and value > upper):
         limit = f"1..{upper}" if upper is not None else ">= 1"
-        raise ValueError(f"{name}: got {value!r}; expected an integer {limit}")
+        raise ValidationError(f"{name}: got {value!r}; expected an integer {limit}")
     return int(value)
 
 
@@ -322,7 +323,7 @@ def fit_additive(tl: Timelines) -> AdditiveEffects:
         deltas.append(burden[p, b][keep] - burden[p, a][keep])
         rows.append(np.full(int(keep.sum()), p))
     if not rows or not sum(len(r) for r in rows):
-        raise ValueError("tl: expected timelines with at least two scans for some patient; "
+        raise ValidationError("tl: expected timelines with at least two scans for some patient; "
                          "found none to fit the additive baseline on")
     start, end = np.concatenate(starts), np.concatenate(ends)
     delta, row = np.concatenate(deltas), np.concatenate(rows)
@@ -379,7 +380,7 @@ def ranking_metrics(predicted: np.ndarray, truth: np.ndarray,
     """
     predicted, truth = np.asarray(predicted, float), np.asarray(truth, float)
     if predicted.shape != truth.shape or predicted.ndim != 2:
-        raise ValueError(f"predicted: shape {predicted.shape}; expected the truth's shape "
+        raise ValidationError(f"predicted: shape {predicted.shape}; expected the truth's shape "
                          f"{truth.shape} (patients, regimens)")
     spearman = np.zeros(len(truth))
     with warnings.catch_warnings():
@@ -479,7 +480,7 @@ def eligible_patients(cohorts: Sequence[HeldOutCohort], tl: Timelines) -> Eligib
     for c, held in enumerate(cohorts):
         for i, pid in enumerate(held.truth.patient_ids):
             if pid not in row_of:
-                raise ValueError(f"tl: patient {pid!r} of cohort {held.spec.name!r} has no "
+                raise ValidationError(f"tl: patient {pid!r} of cohort {held.spec.name!r} has no "
                                  "timeline; expected the cohorts' observed timelines")
             if not day0_biopsy[row_of[pid]]:
                 skipped += 1
@@ -545,12 +546,12 @@ def evaluate(model, cohorts: Sequence[HeldOutCohort], timelines: Timelines, trai
     n_boot = _check_positive_int("n_bootstrap",
                                  N_BOOTSTRAP if n_bootstrap is None else n_bootstrap)
     if not cohorts:
-        raise ValueError("cohorts: got none; expected at least one held-out cohort")
+        raise ValidationError("cohorts: got none; expected at least one held-out cohort")
     start = time.perf_counter()
     timings: dict[str, float] = {}
     elig = eligible_patients(cohorts, timelines)
     if not len(elig.row):
-        raise ValueError("cohorts: no patient has a day-0 biopsy; nothing to branch")
+        raise ValidationError("cohorts: no patient has a day-0 biopsy; nothing to branch")
 
     t0 = time.perf_counter()
     tasks = [TruthTask(held.spec, elig.truth_index[elig.cohort == c], regimens, n_cycles,

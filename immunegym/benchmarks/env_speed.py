@@ -22,7 +22,29 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from immunegym import validation as v
+
 ENV_IDS: dict[str, str] = {"world": "ImmuneWorld-v0", "sim": "ImmuneSim-v0"}
+MAX_ENVS = 10_000_000
+MAX_SYNC_ENVS = 4_096
+"""SyncVectorEnv steps single envs one by one (~70 env-steps/s for ImmuneSim): beyond a few
+thousand a configuration would run for hours, so larger references are refused."""
+ENV_BYTES_PER_ENV = 16_000
+"""Peak bytes per native env (~8 kB measured at 65,536 envs, doubled for margin)."""
+
+
+def check_env_speed(num_envs: Sequence[int], sync_envs: Sequence[int], *,
+                    fields: tuple[str, str] = ("num_envs", "sync_envs")) -> None:
+    """Refuse vector sizes :func:`env_speed` cannot run (range, memory), before any work."""
+    for field, sizes, high in ((fields[0], num_envs, MAX_ENVS),
+                               (fields[1], sync_envs, MAX_SYNC_ENVS)):
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+            raise v.bad(field, sizes, "a list of env counts")
+        for n in sizes:
+            v.integer(field, n, low=1, high=high)
+            v.memory_budget(field, n, n * ENV_BYTES_PER_ENV, "the vector env")
+    if not num_envs and not sync_envs:
+        raise v.bad(fields[0], list(num_envs), "at least one env count")
 
 
 def _rss_mb() -> float:
@@ -150,6 +172,9 @@ def env_speed(num_envs: Sequence[int] = (1, 256, 4096, 65_536),
     """
     from immunegym.benchmarks.speed import machine_info, matmul_peak
 
+    check_env_speed(num_envs, sync_envs)
+    device = v.device("device", device)
+    v.number("timeout", timeout, low=0, low_open=True)
     rows = []
     configs = [{"kind": k, "n": n, "vectorizer": "native", "device": device}
                for n in num_envs for k in ("world", "sim")]

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from immunegym import validation as v
 from immunegym.planning.evaluate import (
     Evaluation,
     evaluate_policy,
@@ -72,6 +73,55 @@ QUICK = LeaderboardConfig(n_patients=64, cem_population=32, cem_iterations=4, be
 """Minutes on 2 CPU cores."""
 
 FULL = LeaderboardConfig()
+
+AGENTS: tuple[str, ...] = ("random", "standard_of_care", "sb3_ppo", "rllib_ppo", "cem",
+                           "beam")
+"""Every agent the leaderboard knows (the oracle always runs)."""
+SWITCHES: dict[str, str] = {"sb3_ppo": "ppo_timesteps", "rllib_ppo": "rllib_iterations",
+                            "beam": "beam_width"}
+"""Agents a size of 0 leaves out, and that size."""
+# field -> (low, high): far above any documented run, so a typo is refused, not run for days.
+_LIMITS: dict[str, tuple[int, int]] = {
+    "n_patients": (1, 1_000_000), "cem_population": (1, 100_000),
+    "cem_iterations": (1, 1_000), "beam_width": (0, 10_000),
+    "ppo_timesteps": (0, 10_000_000_000), "rllib_iterations": (0, 1_000_000),
+}
+SIM_BYTES_PER_PLAN = 8_000
+"""Peak bytes of one simulated patient-plan (the oracle's CEM population per patient)."""
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config(cfg: LeaderboardConfig, *, option_names: bool = False) -> LeaderboardConfig:
+    """Refuse sizes a leaderboard run cannot use: ranges, seed and a memory estimate.
+
+    ``option_names`` names fields as the CLI's options (``--n-patients``) in messages.
+    """
+    from immunegym.env.scenario import MAX_HORIZON
+
+    name = _option if option_names else (lambda f: f"cfg.{f}")
+    for key, (low, high) in _LIMITS.items():
+        v.integer(name(key), getattr(cfg, key), low=low, high=high)
+    v.integer(name("horizon"), cfg.horizon, low=1, high=MAX_HORIZON)
+    v.seed(name("seed"), cfg.seed)
+    # The oracle's CEM scores cem_population plans per patient at once in ImmuneSim.
+    v.memory_budget(name("cem_population"), cfg.cem_population,
+                    cfg.n_patients * cfg.cem_population * SIM_BYTES_PER_PLAN,
+                    f"{cfg.n_patients} patients x {cfg.cem_population} plans in ImmuneSim")
+    return cfg
+
+
+def check_only(cfg: LeaderboardConfig, only: list[str] | None, *,
+               field: str = "only") -> None:
+    """Refuse unknown agent names, and agents ``cfg`` switches off (a size of 0)."""
+    for agent in only or []:
+        v.choice(field, agent, AGENTS)
+        switch = SWITCHES.get(agent)
+        if switch is not None and not getattr(cfg, switch):
+            raise v.bad(field, agent, f"an agent that runs; {switch} is 0, which leaves "
+                                      f"{agent} out (set {_option(switch)})")
 
 
 def _agents(cfg: LeaderboardConfig, model, device: str
@@ -138,6 +188,9 @@ def run_leaderboard(cfg: LeaderboardConfig = QUICK, *, model=None, device: str =
     """
     from agents.cem import CEMPlanner
 
+    check_config(cfg)
+    check_only(cfg, only)
+    device = v.device("device", device)
     if model is None:
         from immunegym.world_model import load
 
@@ -145,11 +198,7 @@ def run_leaderboard(cfg: LeaderboardConfig = QUICK, *, model=None, device: str =
     scenario = leaderboard_scenario(horizon=cfg.horizon, n_patients=cfg.n_patients)
     factories = _agents(cfg, model, device)
     if only:
-        unknown = sorted(set(only) - set(factories))
-        if unknown:
-            raise ValueError(f"only: unknown agent(s) {unknown}; expected some of "
-                             f"{sorted(factories)}")
-        factories = {k: v for k, v in factories.items() if k in only}
+        factories = {k: f for k, f in factories.items() if k in only}
     factories["oracle"] = lambda: CEMPlanner("sim", population=cfg.cem_population,
                                              iterations=cfg.cem_iterations, seed=cfg.seed,
                                              device=device)

@@ -87,6 +87,7 @@ from immunegym.benchmarks.common import (
 )
 from immunegym.ontology import FINE_TYPES, tree_wasserstein
 from immunegym.planning.counterfactuals import CD8_TYPES, MALIGNANT_TYPE
+from immunegym.validation import ValidationError
 from immunegym.world_model.events import interval_dose
 from immunegym.world_model.model import WorldModel
 from immunegym.world_model.timelines import Timelines
@@ -132,13 +133,13 @@ def clr_interpolate(x0: np.ndarray, x1: np.ndarray, weight: np.ndarray | float) 
     """
     x0, x1 = np.asarray(x0, dtype=float), np.asarray(x1, dtype=float)
     if x0.shape != x1.shape:
-        raise ValueError(f"x1: shape {x1.shape}; expected the shape of x0 {x0.shape}")
+        raise ValidationError(f"x1: shape {x1.shape}; expected the shape of x0 {x0.shape}")
     for name, x in (("x0", x0), ("x1", x1)):
         if not np.all(np.isfinite(x)) or np.any(x < 0):
-            raise ValueError(f"{name}: expected finite, non-negative compositions")
+            raise ValidationError(f"{name}: expected finite, non-negative compositions")
     w = np.asarray(weight, dtype=float)
     if not np.all(np.isfinite(w)) or np.any((w < 0) | (w > 1)):
-        raise ValueError(f"weight: expected values in [0, 1], got {w.min()}..{w.max()}")
+        raise ValidationError(f"weight: expected values in [0, 1], got {w.min()}..{w.max()}")
     x0 = x0 / np.clip(x0.sum(-1, keepdims=True), 1e-12, None)
     x1 = x1 / np.clip(x1.sum(-1, keepdims=True), 1e-12, None)
     w = w[..., None]
@@ -237,7 +238,7 @@ def dense_queries(tl: Timelines, every: int = 1, rows: Sequence[int] | None = No
         Patient rows; all when ``None``.
     """
     if not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"every: expected a whole number of days >= 1, got {every!r}")
+        raise ValidationError(f"every: expected a whole number of days >= 1, got {every!r}")
     parts: list[tuple[np.ndarray, ...]] = []
     for p in range(len(tl)) if rows is None else rows:
         point_days, biopsies = _points(tl, int(p))
@@ -305,21 +306,21 @@ def world_model_at(model: WorldModel, tl: Timelines, row: np.ndarray, position: 
     hide = np.full(n, -1, np.int64) if hide is None else np.asarray(hide, np.int64).reshape(-1)
     n_r = len(model.config.therapies)
     if position.shape != (n,) or dt.shape != (n,) or hide.shape != (n,):
-        raise ValueError(f"position, dt, hide: expected {n} values each (one per query), got "
+        raise ValidationError(f"position, dt, hide: expected {n} values each (one per query), got "
                          f"{position.shape[0]}, {dt.shape[0]} and {hide.shape[0]}")
     if n and (row.min() < 0 or row.max() >= len(tl)):
-        raise ValueError(f"row: expected patient rows in [0, {len(tl)}), got "
+        raise ValidationError(f"row: expected patient rows in [0, {len(tl)}), got "
                          f"{row.min()}..{row.max()}")
     if n and (np.any(position < 0) or np.any(position >= tl.lengths.numpy()[row])):
-        raise ValueError("position: expected a time point of the patient (0 <= position < "
+        raise ValidationError("position: expected a time point of the patient (0 <= position < "
                          "its number of points)")
     if not np.all(np.isfinite(dt) & (dt >= 0)):
-        raise ValueError("dt: expected days >= 0")
+        raise ValidationError("dt: expected days >= 0")
     if doses.shape != (n, n_r) or not np.all(np.isfinite(doses)) or np.any(doses < 0):
-        raise ValueError(f"doses: expected ({n}, {n_r}) finite, non-negative intensities, "
+        raise ValidationError(f"doses: expected ({n}, {n_r}) finite, non-negative intensities, "
                          f"got shape {doses.shape}")
     if chunk < 1:
-        raise ValueError(f"chunk: expected >= 1, got {chunk}")
+        raise ValidationError(f"chunk: expected >= 1, got {chunk}")
     out = np.zeros((n, len(model.config.types)))
     if not n:
         return out

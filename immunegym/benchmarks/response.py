@@ -107,6 +107,7 @@ from immunegym.data.vocab import THERAPIES
 from immunegym.ontology import FINE_TYPES
 from immunegym.planning.counterfactuals import CD8_TYPES, MALIGNANT_TYPE
 from immunegym.sim.cohort import CohortSpec
+from immunegym.validation import ValidationError
 from immunegym.world_model.timelines import (
     CYCLE_DAYS,
     Timelines,
@@ -193,12 +194,12 @@ def cohort_arms(spec: CohortSpec, patients: Any) -> tuple[list[str], np.ndarray]
     expected = [f"{spec.name}-P{i:03d}" for i in range(spec.n_patients)]
     ids = [str(p) for p in table["patient_id"]]
     if ids != expected:
-        raise ValueError(f"uns['patients']: patient ids {ids[:3]}... do not match cohort "
+        raise ValidationError(f"uns['patients']: patient ids {ids[:3]}... do not match cohort "
                          f"{spec.name!r}; expected {expected[:3]}... in order")
     arms = []
     for pid, regimen in zip(ids, table["regimen"].astype(str), strict=True):
         if regimen not in names:
-            raise ValueError(f"uns['patients']: patient {pid!r} has regimen {regimen!r}; "
+            raise ValidationError(f"uns['patients']: patient {pid!r} has regimen {regimen!r}; "
                              f"expected one of cohort {spec.name!r}'s regimens {names}")
         arms.append(names.index(regimen))
     return ids, np.asarray(arms, dtype=np.int64)
@@ -214,7 +215,7 @@ def truncate_at_first_biopsy(tl: Timelines) -> tuple[Timelines, np.ndarray]:
     observed = tl.comp_observed.numpy()
     if not observed.any(1).all():
         bad = tl.patient_ids[int(np.flatnonzero(~observed.any(1))[0])]
-        raise ValueError(f"timelines: patient {bad!r} has no biopsy; expected at least one")
+        raise ValidationError(f"timelines: patient {bad!r} has no biopsy; expected at least one")
     first = observed.argmax(1)
     day = tl.days.numpy()[np.arange(len(tl)), first].astype(np.float64)
     base = tl.truncate(day)
@@ -246,11 +247,11 @@ def collect_baselines(ctx: BenchContext) -> Baselines:
         response = table["response"].astype(str).tolist()
         bad = [r for r in response if r not in _LABELS]
         if bad:
-            raise ValueError(f"uns['patients']['response']: {bad[0]!r} in cohort "
+            raise ValidationError(f"uns['patients']['response']: {bad[0]!r} in cohort "
                              f"{held.spec.name!r}; expected 'R' or 'NR'")
         missing = [p for p in pids if p not in row_of]
         if missing:
-            raise ValueError(f"timelines: patient {missing[0]!r} of cohort "
+            raise ValidationError(f"timelines: patient {missing[0]!r} of cohort "
                              f"{held.spec.name!r} has no observations")
         ids += pids
         cohort += [held.spec.name] * len(pids)
@@ -294,7 +295,7 @@ def world_model_scores(model, tl: Timelines, regimens: Sequence[str], start_day:
         calibrated variant.
     """
     if n_cycles < 1 or any(h < 1 for h in check_cycles):
-        raise ValueError(f"n_cycles: expected positive cycle counts, got {n_cycles} and "
+        raise ValidationError(f"n_cycles: expected positive cycle counts, got {n_cycles} and "
                          f"check_cycles {list(check_cycles)}")
     total = max(n_cycles, *check_cycles) if check_cycles else n_cycles
     doses = aligned_doses(regimens, start_day, total)
@@ -327,7 +328,7 @@ def loco_folds(features: np.ndarray, labels: np.ndarray, cohort: np.ndarray, *,
     """
     features, labels, cohort = np.asarray(features), np.asarray(labels), np.asarray(cohort)
     if not (len(features) == len(labels) == len(cohort)):
-        raise ValueError(f"features: {len(features)} rows, labels {len(labels)}, cohort "
+        raise ValidationError(f"features: {len(features)} rows, labels {len(labels)}, cohort "
                          f"{len(cohort)}; expected one row per patient in each")
     folds = []
     for name in dict.fromkeys(cohort.tolist()):
@@ -406,10 +407,10 @@ def oracle_task(task: dict[str, Any]) -> dict[str, np.ndarray | float]:
     spec: CohortSpec = task["spec"]
     n_rep = int(task["replicates"])
     if n_rep < 1:
-        raise ValueError(f"replicates: expected a positive integer, got {n_rep}")
+        raise ValidationError(f"replicates: expected a positive integer, got {n_rep}")
     arm = np.asarray(task["arm"], dtype=np.int64)
     if arm.shape != (spec.n_patients,):
-        raise ValueError(f"arm: shape {arm.shape}; expected ({spec.n_patients},), one arm "
+        raise ValidationError(f"arm: shape {arm.shape}; expected ({spec.n_patients},), one arm "
                          f"per patient of cohort {spec.name!r}")
     _, patients, state = day0_states(spec)
     diff = 0.0

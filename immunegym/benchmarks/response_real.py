@@ -124,6 +124,7 @@ from immunegym.benchmarks.common import (
     plan_doses,
 )
 from immunegym.ontology import FINE_TYPES, default_ontology
+from immunegym.validation import ValidationError
 
 N_CYCLES = 6
 """Cycles (21 days each) every real patient is rolled forward."""
@@ -208,13 +209,13 @@ class ReferenceBank:
     def __post_init__(self) -> None:
         comp = np.asarray(self.composition, dtype=np.float64)
         if comp.ndim != 2 or comp.shape[1] != len(FINE_TYPES) or len(comp) < 2:
-            raise ValueError(f"composition: expected shape (N >= 2, {len(FINE_TYPES)}), got "
+            raise ValidationError(f"composition: expected shape (N >= 2, {len(FINE_TYPES)}), got "
                              f"{comp.shape}")
         if not np.all(np.isfinite(comp)) or np.any(comp < 0):
-            raise ValueError("composition: expected finite, non-negative fractions")
+            raise ValidationError("composition: expected finite, non-negative fractions")
         sod = np.asarray(self.sod_mm, dtype=np.float64)
         if sod.shape != (len(comp),) or not np.all(np.isfinite(sod)) or np.any(sod < 0):
-            raise ValueError(f"sod_mm: expected {len(comp)} finite values >= 0 (mm)")
+            raise ValidationError(f"sod_mm: expected {len(comp)} finite values >= 0 (mm)")
         object.__setattr__(self, "composition", comp / comp.sum(1, keepdims=True))
         object.__setattr__(self, "sod_mm", sod)
 
@@ -246,7 +247,7 @@ class ReferenceBank:
 def _leaf_columns(node: str) -> list[int]:
     onto = default_ontology()
     if node not in onto:
-        raise ValueError(f"node: {node!r} is not an ontology node; expected one of "
+        raise ValidationError(f"node: {node!r} is not an ontology node; expected one of "
                          f"{onto.ids[:6]}...")
     return [FINE_TYPES.index(leaf) for leaf in onto.leaves_under(node)]
 
@@ -289,13 +290,13 @@ class SignatureObservationModel:
         for node, columns in self.node_signatures.items():
             _leaf_columns(node)
             if not columns:
-                raise ValueError(f"node_signatures[{node!r}]: expected at least one column")
+                raise ValidationError(f"node_signatures[{node!r}]: expected at least one column")
             others = [o for o in nodes if o != node and (onto.is_ancestor(o, node) or o == node)]
             if others:
-                raise ValueError(f"node_signatures: {node!r} lies under {others[0]!r}; "
+                raise ValidationError(f"node_signatures: {node!r} lies under {others[0]!r}; "
                                  "expected non-overlapping nodes")
         if effector_signature is not None and "cd8_t" not in self.node_signatures:
-            raise ValueError("effector_signature: needs 'cd8_t' in node_signatures")
+            raise ValidationError("effector_signature: needs 'cd8_t' in node_signatures")
         self.effector_signature = effector_signature
         self._fitted = False
 
@@ -309,16 +310,17 @@ class SignatureObservationModel:
 
     def _scores(self, samples: pd.DataFrame) -> np.ndarray:
         if not isinstance(samples, pd.DataFrame):
-            raise ValueError(f"samples: expected a pandas DataFrame, got {type(samples).__name__}")
+            raise ValidationError(
+                f"samples: expected a pandas DataFrame, got {type(samples).__name__}")
         missing = [c for c in self.columns if c not in samples.columns]
         if missing:
-            raise ValueError(f"samples: signature column {missing[0]!r} not found; expected "
+            raise ValidationError(f"samples: signature column {missing[0]!r} not found; expected "
                              f"columns {self.columns}")
         values = samples[self.columns].to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            raise ValueError(f"samples[{self.columns[col]!r}]: row {samples.index[row]!r} is "
+            raise ValidationError(f"samples[{self.columns[col]!r}]: row {samples.index[row]!r} is "
                              f"{values[row, col]}; expected finite scores")
         return values
 
@@ -343,7 +345,7 @@ class SignatureObservationModel:
         """
         values = self._scores(samples)
         if len(values) < 5:
-            raise ValueError(f"samples: {len(values)} rows; expected at least 5 to fit")
+            raise ValidationError(f"samples: {len(values)} rows; expected at least 5 to fit")
         self.mean_ = values.mean(0)
         self.sd_ = np.where(values.std(0) > 0, values.std(0), 1.0)
         composites = self._composites(values)
@@ -360,7 +362,7 @@ class SignatureObservationModel:
     def transform(self, samples: pd.DataFrame) -> np.ndarray:
         """``(N, 20)`` compositions (rows on the simplex) of ``samples``."""
         if not self._fitted:
-            raise ValueError("SignatureObservationModel: call fit() before transform()")
+            raise ValidationError("SignatureObservationModel: call fit() before transform()")
         values = self._scores(samples)
         ref = self.reference
         mean = ref.mean
@@ -404,10 +406,10 @@ def fit_without(samples: pd.DataFrame, cohort: str, reference: ReferenceBank,
         If ``samples`` has no ``cohort`` column or ``cohort`` is not one of its values.
     """
     if "cohort" not in samples.columns:
-        raise ValueError("samples: no 'cohort' column; expected one cohort id per sample")
+        raise ValidationError("samples: no 'cohort' column; expected one cohort id per sample")
     known = sorted(samples["cohort"].astype(str).unique())
     if str(cohort) not in known:
-        raise ValueError(f"cohort: {cohort!r} is not in samples; expected one of {known}")
+        raise ValidationError(f"cohort: {cohort!r} is not in samples; expected one of {known}")
     train = samples[samples["cohort"].astype(str) != str(cohort)]
     return SignatureObservationModel(reference, **kwargs).fit(train)
 
@@ -425,12 +427,12 @@ def morrison1_pretreatment(samples: pd.DataFrame | None = None) -> pd.DataFrame:
         samples = morrison1_samples()
     for column in ("timepoint", "responder", "cohort", "regimen"):
         if column not in samples.columns:
-            raise ValueError(f"samples: no {column!r} column; expected morrison1_samples()")
+            raise ValidationError(f"samples: no {column!r} column; expected morrison1_samples()")
     keep = (samples["timepoint"] == "pre") & samples["responder"].notna()
     out = samples[keep].reset_index(drop=True)
     unknown = sorted(set(out["regimen"]) - set(MORRISON1_REGIMENS))
     if unknown:
-        raise ValueError(f"regimen: {unknown[0]!r} has no plan; expected one of "
+        raise ValidationError(f"regimen: {unknown[0]!r} has no plan; expected one of "
                          f"{sorted(MORRISON1_REGIMENS)}")
     return out
 
@@ -468,7 +470,7 @@ def world_model_outcomes(model, composition: np.ndarray, sod_mm: float,
 
     comp = np.asarray(composition, dtype=np.float64)
     if len(regimens) != len(comp):
-        raise ValueError(f"regimens: {len(regimens)} values for {len(comp)} patients")
+        raise ValidationError(f"regimens: {len(regimens)} values for {len(comp)} patients")
     ids = [f"p{i}" for i in range(len(comp))] if ids is None else list(ids)
     tl = baseline_timelines(comp, np.full(len(comp), float(sod_mm)), ids,
                             cancer_type=CANCER_TYPE, programs=(),
@@ -583,7 +585,7 @@ def immune_counts_to_composition(counts: np.ndarray, nodes: Sequence[str],
     counts = np.asarray(counts, dtype=np.float64)
     for node in nodes:
         if node not in onto or not (node == "immune" or onto.is_ancestor("immune", node)):
-            raise ValueError(f"nodes: {node!r} is not an immune ontology node; expected "
+            raise ValidationError(f"nodes: {node!r} is not an immune ontology node; expected "
                              "CD45+ cell types")
     mean = reference.mean
     prior = {leaf: float(mean[FINE_TYPES.index(leaf)]) for leaf in onto.leaves}
@@ -592,7 +594,7 @@ def immune_counts_to_composition(counts: np.ndarray, nodes: Sequence[str],
     leaves = leaves[:, order]
     total = leaves.sum(1, keepdims=True)
     if np.any(total <= 0):
-        raise ValueError("counts: a sample has no CD45+ cells; expected a positive total")
+        raise ValidationError("counts: a sample has no CD45+ cells; expected a positive total")
     immune = _leaf_columns("immune")
     other = [i for i in range(len(FINE_TYPES)) if i not in immune]
     share = float(mean[immune].sum())
@@ -801,7 +803,7 @@ def report_real(section: dict[str, Any], out: Path) -> str:
     """
     for key in ("morrison1", "sade_feldman"):
         if key not in section:
-            raise ValueError(f"section: no {key!r} key; expected the output of run_real()")
+            raise ValidationError(f"section: no {key!r} key; expected the output of run_real()")
     morrison, sade = section["morrison1"], section["sade_feldman"]
     figure = plot_real(section, Path(out) / "response_real_auroc.png")
     keys = _score_keys(morrison["pooled_auroc"])

@@ -28,6 +28,7 @@ import torch
 
 from immunegym._atomic import atomic_path
 from immunegym.benchmarks.common import BenchContext, jsonable
+from immunegym.validation import ValidationError
 
 BENCHMARKS: tuple[str, ...] = ("reconstruction", "transfer", "counterfactual", "response")
 """The evaluation benchmarks, in the order ``all`` runs and reports them."""
@@ -47,7 +48,7 @@ def resolve(name: str) -> list[str]:
     if name == "all":
         return list(BENCHMARKS)
     if name not in BENCHMARKS:
-        raise ValueError(f"benchmark: unknown name {name!r}; expected one of "
+        raise ValidationError(f"benchmark: unknown name {name!r}; expected one of "
                          f"{[*BENCHMARKS, 'all']}")
     return [name]
 

@@ -9,7 +9,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from immunegym import validation as v
 from immunegym.ontology import harmonize_labels
+
+MAX_LABELS = 1_000_000_000
+MAX_REPEATS = 1_000
+MAX_BATCH = 100_000_000
+MAX_DAYS = 3_650
+LABEL_BYTES = 200
+"""Bytes per label while timing: a distinct string object, its slot and the mapped copy."""
+SIM_BYTES_PER_PATIENT = 8_000
+"""Peak bytes per simulated patient (state, parameters and burn-in temporaries; ~4.2 kB
+measured at batch 200,000, doubled for margin)."""
 
 # Labels from several real conventions, with the repeats a per-cell column has.
 BENCH_LABELS: tuple[str, ...] = (
@@ -22,12 +33,30 @@ BENCH_LABELS: tuple[str, ...] = (
 )
 
 
+def check_harmonize_speed(n_labels: int, repeats: int, seed: int = 0, *,
+                          fields: tuple[str, str] = ("n_labels", "repeats")) -> None:
+    """Refuse sizes :func:`harmonize_speed` cannot run (range, then memory), before allocating.
+
+    ``fields`` name the two sizes in messages (the CLI passes its option names).
+    """
+    v.integer(fields[0], n_labels, low=1, high=MAX_LABELS)
+    v.memory_budget(fields[0], n_labels, n_labels * LABEL_BYTES, "the labels")
+    v.integer(fields[1], repeats, low=1, high=MAX_REPEATS)
+    v.seed("seed", seed)
+
+
 def harmonize_speed(n_labels: int = 1_000_000, repeats: int = 3, seed: int = 0) -> dict:
     """Best wall time of :func:`harmonize_labels` on ``n_labels`` per-cell labels.
 
     Each call builds a fresh harmonizer, so the per-label cache starts empty and the figure
     includes resolving every distinct label and building the output list.
+
+    Raises
+    ------
+    ValidationError
+        For a size out of range or above the memory limit (:func:`check_harmonize_speed`).
     """
+    check_harmonize_speed(n_labels, repeats, seed)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(BENCH_LABELS), n_labels)
     # Distinct string objects per cell, as a column read from a file has (no shared hashes).
@@ -60,6 +89,17 @@ def machine_info() -> str:
     return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip()
 
 
+def check_sim_speed(batches: Sequence[int], days: int, *,
+                    fields: tuple[str, str] = ("batches", "days")) -> None:
+    """Refuse batch sizes or days :func:`sim_speed` cannot run, before allocating."""
+    if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or not batches:
+        raise v.bad(fields[0], batches, "a non-empty list of batch sizes")
+    for batch in batches:
+        v.integer(fields[0], batch, low=1, high=MAX_BATCH)
+        v.memory_budget(fields[0], batch, batch * SIM_BYTES_PER_PATIENT, "the simulated batch")
+    v.integer(fields[1], days, low=1, high=MAX_DAYS)
+
+
 def sim_speed(
     batches: Sequence[int] = (1, 1_000, 100_000),
     days: int = 30,
@@ -80,10 +120,11 @@ def sim_speed(
     from immunegym.sim import ImmuneSim
     from immunegym.sim.therapy import dose_calendar, parse_regimen
 
+    check_sim_speed(batches, days)
+    device = v.device("device", device)
+    v.seed("seed", seed)
     results = []
     for batch in batches:
-        if batch < 1:
-            raise ValueError(f"batches: expected positive batch sizes, got {batch}")
         sim = ImmuneSim(device=device, seed=seed)
         patients, state = sim.reset(sim.sample_patients(cancer_type, batch))
         calendar = torch.as_tensor(dose_calendar(regimen, days), device=sim.device)

@@ -108,6 +108,7 @@ from immunegym.benchmarks.world_model import (
     truth_by_patient,
 )
 from immunegym.ontology import tree_wasserstein
+from immunegym.validation import ValidationError
 from immunegym.world_model.latent import LatentConfig
 from immunegym.world_model.model import WorldModel, WorldModelConfig
 from immunegym.world_model.recipe import DEFAULT_RECIPE, Recipe, TrainingData, split_rows
@@ -167,7 +168,8 @@ class TransferSettings:
         for name in ("n_members", "epochs", "patience"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"settings.{name}: expected a positive integer, got {value!r}")
+                raise ValidationError(
+                    f"settings.{name}: expected a positive integer, got {value!r}")
 
 
 QUICK = TransferSettings(n_members=1, epochs=6, patience=6, seed_reference=True)
@@ -205,11 +207,11 @@ def ratio_of_means(held_out: np.ndarray, in_distribution: np.ndarray,
     a = np.asarray(held_out, dtype=float)
     b = np.asarray(in_distribution, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"held_out, in_distribution: expected two (N,) arrays of one shape, "
+        raise ValidationError(f"held_out, in_distribution: expected two (N,) arrays of one shape, "
                          f"got {a.shape} and {b.shape}")
     g = np.arange(len(a)) if groups is None else np.asarray(groups)
     if g.shape != a.shape:
-        raise ValueError(f"groups: expected shape {a.shape}, got {g.shape}")
+        raise ValidationError(f"groups: expected shape {a.shape}, got {g.shape}")
     keep = ~(np.isnan(a) | np.isnan(b))
     a, b, g = a[keep], b[keep], g[keep]
     if not len(a) or b.mean() == 0:
@@ -241,7 +243,7 @@ def ratio_of_aurocs(labels: np.ndarray, held_out: np.ndarray, in_distribution: n
     a = np.asarray(held_out, dtype=float)
     b = np.asarray(in_distribution, dtype=float)
     if not y.shape == a.shape == b.shape or y.ndim != 1:
-        raise ValueError(f"labels, held_out, in_distribution: expected (N,) arrays of one "
+        raise ValidationError(f"labels, held_out, in_distribution: expected (N,) arrays of one "
                          f"shape, got {y.shape}, {a.shape}, {b.shape}")
     keep = ~(np.isnan(y) | np.isnan(a) | np.isnan(b))
     y, a, b = y[keep], a[keep], b[keep]
@@ -439,7 +441,7 @@ def fold_data(ctx: BenchContext, cancer_type: str) -> FoldData:
 
     cohorts = [c for c in ctx.fresh if c.spec.cancer_type == cancer_type]
     if not cohorts:
-        raise ValueError(f"held_out_types: no fresh cohort of type {cancer_type!r}; expected "
+        raise ValidationError(f"held_out_types: no fresh cohort of type {cancer_type!r}; expected "
                          f"one of {sorted({c.spec.cancer_type for c in ctx.fresh})}")
     tl_all = ctx.fresh_timelines
     rows = np.flatnonzero((tl_all.patients["cancer_type"] == cancer_type).to_numpy())
@@ -452,11 +454,11 @@ def fold_data(ctx: BenchContext, cancer_type: str) -> FoldData:
         burden.update(cohort_burden)
     missing = [p for p in tl.patient_ids if p not in comp]
     if missing:
-        raise ValueError(f"fresh cohorts: patient {missing[0]!r} has no hidden truth")
+        raise ValidationError(f"fresh cohorts: patient {missing[0]!r} has no hidden truth")
     try:
         origins = make_origins(LabeledCohorts(tl, comp, burden), np.arange(len(tl)), HORIZON)
     except ValueError:  # np.stack of no origins
-        raise ValueError(f"fresh cohorts of {cancer_type!r}: no biopsy with the patient alive "
+        raise ValidationError(f"fresh cohorts of {cancer_type!r}: no biopsy with the patient alive "
                          f"{HORIZON} cycles later; expected at least one") from None
     baseline, day = truncate_at_first_biopsy(tl)
     labels = pd.to_numeric(tl.patients["response"], errors="coerce").to_numpy(float)
@@ -479,7 +481,7 @@ def bucketed_mean_path(model: WorldModel, tl: Timelines, doses: np.ndarray
     """
     doses = np.asarray(doses, dtype=np.float32)
     if doses.ndim != 3 or doses.shape[0] != len(tl):
-        raise ValueError(f"doses: shape {doses.shape}; expected ({len(tl)}, steps, therapies)")
+        raise ValidationError(f"doses: shape {doses.shape}; expected ({len(tl)}, steps, therapies)")
     n_p, n_h = doses.shape[:2]
     comp = np.zeros((n_p, n_h, len(model.config.types)))
     burden = np.zeros((n_p, n_h))
@@ -611,10 +613,10 @@ def run(ctx: BenchContext, *, held_out_types: Sequence[str] | None = None,
         types = [str(t) for t in held_out_types]
     unknown = [t for t in types if t not in available]
     if unknown or not types or len(set(types)) != len(types):
-        raise ValueError(f"held_out_types: {types!r}; expected distinct cancer types of the "
+        raise ValidationError(f"held_out_types: {types!r}; expected distinct cancer types of the "
                          f"training suite, some of {available}")
     if len(available) < 2:
-        raise ValueError(f"suite: one cancer type ({available}); expected at least two")
+        raise ValidationError(f"suite: one cancer type ({available}); expected at least two")
     t_suite = time.perf_counter() - start
     data = {t: fold_data(ctx, t) for t in types}  # validates the test cohorts first
     t_data = time.perf_counter() - start - t_suite

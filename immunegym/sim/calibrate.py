@@ -31,6 +31,7 @@ from pathlib import Path
 
 from scipy.optimize import brentq
 
+from immunegym import validation as v
 from immunegym._atomic import atomic_path
 from immunegym.sim.parameters import PARAMETER_FILE, ParameterSet, load_parameters
 from immunegym.sim.simulator import ImagingSchedule, ImmuneSim
@@ -38,6 +39,14 @@ from immunegym.sim.therapy import Regimen, TherapySchedule, parse_regimen
 from immunegym.sim.trial import FOLLOW_UP_DAYS, TrialResult, summarize
 
 MONTH = 365.25 / 12
+MAX_PATIENTS = 10_000_000
+MAX_SWEEPS = 100
+MAX_WORKERS = 1_024
+ARM_BYTES_PER_PATIENT = 32_000
+"""Peak bytes per patient of one simulated two-year arm (~14 kB measured, doubled)."""
+DEFAULT_PARAMS_OUT = Path("immunegym-out") / PARAMETER_FILE
+"""Where ``immunegym sim calibrate --fit`` writes without ``--params-out``: a user path
+(relative to the working directory), never the file shipped in the package."""
 
 # Trial scan schedules (first assessment, then the interval).
 CHECKMATE_067 = ImagingSchedule((42, 42), (84, 84), 364, first_scan_day=84)
@@ -427,6 +436,43 @@ def _fit_block(params: ParameterSet, anchors: Sequence[Anchor], n: int, days: in
     return values, record, evaluations, lines
 
 
+def check_sizes(n: int, seed: int = 0, *, workers: int = 1, field_n: str = "n",
+                field_seed: str = "seed") -> None:
+    """Refuse a cohort size (range, memory of ``workers`` arms at once) or seed, up front."""
+    v.integer(field_n, n, low=1, high=MAX_PATIENTS)
+    v.memory_budget(field_n, n, n * ARM_BYTES_PER_PATIENT * max(1, workers),
+                    f"{max(1, workers)} simulated arm(s) at once")
+    v.seed(field_seed, seed)
+
+
+def check_fit_sizes(n: int, sweeps: int, workers: int, *,
+                    fields: tuple[str, str, str] = ("n", "sweeps", "workers")) -> None:
+    """Refuse :func:`fit` sizes out of range (or above the memory limit) before fitting."""
+    v.integer(fields[2], workers, low=1, high=MAX_WORKERS)
+    v.integer(fields[1], sweeps, low=1, high=MAX_SWEEPS)
+    check_sizes(n, workers=workers, field_n=fields[0])
+
+
+def parameter_target(params_out: str | Path | None = None, *, ship: bool = False,
+                     field: str = "--params-out", flag: str = "--ship") -> Path:
+    """Where a fitted parameter file goes: a user path, or the shipped file with ``ship``.
+
+    The shipped file (:func:`default_parameter_path`) is read-only unless ``ship``; any path
+    inside the package's shipped folders is refused without it, and ``ship`` with another
+    ``params_out`` is refused as contradictory. The target is checked writable.
+    """
+    shipped = default_parameter_path()
+    if ship:
+        if params_out is not None and Path(params_out).resolve() != shipped.resolve():
+            raise v.bad(field, str(params_out),
+                        f"no --params-out with {flag} ({flag} writes {shipped})")
+        target = shipped
+    else:
+        target = Path(params_out) if params_out is not None else DEFAULT_PARAMS_OUT
+        v.refuse_shipped(field, target, allow=False, flag=flag)
+    return v.output_path(field, target)
+
+
 def fit(
     params: ParameterSet | None = None,
     *,
@@ -460,6 +506,10 @@ def fit(
     (ParameterSet, dict)
         The fitted parameters and a record (method, per-anchor value, evaluations).
     """
+    check_fit_sizes(n, sweeps, workers)
+    v.seed("seed", seed)
+    v.integer("days", days, low=1, high=36_500)
+    v.number("xtol", xtol, low=0, low_open=True)
     current = params if params is not None else load_parameters()
     chosen = [a for a in (anchors if anchors is not None else ANCHORS) if a.fitted]
     groups: dict[str, list[Anchor]] = {}
@@ -596,6 +646,7 @@ def check(params: ParameterSet | None = None, *, n: int = 4000, seed: int = 0,
           days: int = FOLLOW_UP_DAYS, include_validation: bool = True,
           device: str = "cpu") -> CalibrationReport:
     """Simulate every anchor, the validation arms and the pairs; compare with targets."""
+    check_sizes(n, seed)
     params = params if params is not None else load_parameters()
     arms = [a.arm for a in ANCHORS]
     if include_validation:
@@ -623,6 +674,7 @@ def predict_combinations(params: ParameterSet | None = None, *, n: int = 1000, s
 
     from immunegym.data.vocab import THERAPIES
 
+    check_sizes(n, seed)
     params = params if params is not None else load_parameters()
     pairs = [_pair(c, a, b) for c in (cancer_types or sorted(params.cancer_types))
              for a, b in combinations(THERAPIES, 2)]
@@ -632,8 +684,14 @@ def predict_combinations(params: ParameterSet | None = None, *, n: int = 1000, s
 
 
 def write_parameters(params: ParameterSet, record: dict[str, object], path: Path,
-                     version: str) -> Path:
-    """Write the calibrated parameter file (versioned JSON), atomically."""
+                     version: str, *, allow_shipped: bool = False) -> Path:
+    """Write the calibrated parameter file (versioned JSON), atomically.
+
+    The file shipped in the package is refused unless ``allow_shipped`` (what ``immunegym
+    sim calibrate --fit --ship`` passes, for maintainers).
+    """
+    v.refuse_shipped("path", path, allow=allow_shipped, flag="--ship (allow_shipped=True)")
+    v.output_path("path", path)
     data = params.to_json_dict()
     data["version"] = version
     data["meta"] = {"calibration": record,
@@ -646,8 +704,9 @@ def write_parameters(params: ParameterSet, record: dict[str, object], path: Path
 
 
 def default_parameter_path() -> Path:
-    """Where the shipped calibrated parameter file lives in a source checkout."""
-    return Path(__file__).parent / "calibrated" / PARAMETER_FILE
+    """The calibrated parameter file shipped in the package (resolved from the package,
+    whatever the working directory)."""
+    return Path(__file__).resolve().parent / "calibrated" / PARAMETER_FILE
 
 
 def plot_report(report: CalibrationReport, path: Path) -> Path:

@@ -24,6 +24,9 @@ from immunegym.world_model.fitting import (
 from immunegym.world_model.latent import LatentConfig, LatentWorldModule
 from immunegym.world_model.timelines import Timelines
 
+TASK_RETRIES = 3
+"""Ray retries of a member task whose worker died (training a member is deterministic)."""
+
 
 def _train_task(payload: dict) -> dict:
     """One member (module level, so Ray can run it as a task)."""
@@ -61,8 +64,10 @@ def fit_distributed(
     """
     import ray
 
-    if num_workers < 1:
-        raise ValueError(f"num_workers: expected >= 1, got {num_workers}")
+    from immunegym import validation as v
+
+    v.integer("num_workers", num_workers, low=1, high=1_024)
+    v.seed("seed", seed)
     for tl in (train, val):
         model.check_timelines(tl)
     privileged = cfg.privileged and truth_train is not None and truth_val is not None
@@ -79,7 +84,9 @@ def fit_distributed(
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     threads = max(1, int(ray.available_resources().get("CPU", 1)) // num_workers)
-    task = ray.remote(num_cpus=threads)(_train_task)
+    # A member whose worker dies (node lost, OOM killer) is trained again from the same
+    # initial state and seed, so the retry returns the weights the first attempt would have.
+    task = ray.remote(num_cpus=threads, max_retries=TASK_RETRIES)(_train_task)
     model.history = []
     try:
         refs = []

@@ -51,6 +51,10 @@ Notes:
   ``FlattenObservations`` env-to-module connector (:func:`ppo_config` adds it).
 * ``device="cuda"`` in ``env_config`` runs the simulator on the env runner's GPU: give
   remote runners one with ``env_runners(num_gpus_per_env_runner=...)``.
+* Fault tolerance: :func:`ppo_config` restarts a remote env runner that dies (its actor
+  killed, its node lost) after :data:`RESTART_DELAY_S` seconds, up to
+  :data:`MAX_ENV_RUNNER_RESTARTS` times; training goes on with the healthy runners
+  meanwhile (tested by killing one mid-run).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 import immunegym  # noqa: F401  (registers the gym ids)
+from immunegym.validation import ValidationError
 
 PREFIX = "immunegym/"
 """Default tune name of a registered id: ``PREFIX + env_id``."""
@@ -76,6 +81,13 @@ PPO_DEFAULTS: dict[str, Any] = {
     "vf_clip_param": 20.0,
 }
 """What :func:`ppo_config` passes to ``PPOConfig.training`` unless overridden."""
+
+MAX_ENV_RUNNER_RESTARTS = 100
+"""Restarts of failed remote env runners before training gives up."""
+RESTART_DELAY_S = 5.0
+"""Seconds between a runner's failure and its restart (RLlib's default is 60)."""
+MAX_ENVS_PER_RUNNER = 1_000_000
+MAX_ENV_RUNNERS = 10_000
 
 
 class EnvCreator:
@@ -97,7 +109,7 @@ class EnvCreator:
             return gym.make(self.env_id, **kwargs)
         mode = kwargs.get("autoreset_mode")
         if mode is not None and _not_next_step(mode):
-            raise ValueError(f"autoreset_mode: got {mode!r}; RLlib's env runners expect "
+            raise ValidationError(f"autoreset_mode: got {mode!r}; RLlib's env runners expect "
                              "NEXT_STEP autoreset (the default)")
         return gym.make_vec(self.env_id, num_envs=int(num_envs),
                             vectorization_mode="vector_entry_point", **kwargs)
@@ -132,7 +144,8 @@ def register(name: str | None = None, env_id: str = "ImmuneWorld-v0") -> str:
 
 def ppo_config(env_id: str = "ImmuneWorld-v0", *, num_envs_per_env_runner: int = 8,
                num_env_runners: int = 0, env_config: dict[str, Any] | None = None,
-               **training: Any):
+               max_env_runner_restarts: int = MAX_ENV_RUNNER_RESTARTS,
+               restart_delay_s: float = RESTART_DELAY_S, **training: Any):
     """A small new-API-stack PPO config (torch) stepping the native vector env.
 
     Parameters
@@ -145,6 +158,10 @@ def ppo_config(env_id: str = "ImmuneWorld-v0", *, num_envs_per_env_runner: int =
         Remote env runners (0: sample in the driver).
     env_config
         Env kwargs (``horizon``, ``bank_size``, ``action_type``, ``device``, ...).
+    max_env_runner_restarts, restart_delay_s
+        A remote env runner that dies is restarted after ``restart_delay_s`` seconds, at
+        most ``max_env_runner_restarts`` times (RLlib's ``fault_tolerance``); sampling
+        continues on the healthy runners meanwhile.
     **training
         ``PPOConfig.training`` arguments, over :data:`PPO_DEFAULTS`.
 
@@ -156,9 +173,18 @@ def ppo_config(env_id: str = "ImmuneWorld-v0", *, num_envs_per_env_runner: int =
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+    from immunegym import validation as v
+
+    v.integer("num_envs_per_env_runner", num_envs_per_env_runner, low=1,
+              high=MAX_ENVS_PER_RUNNER)
+    v.integer("num_env_runners", num_env_runners, low=0, high=MAX_ENV_RUNNERS)
+    v.integer("max_env_runner_restarts", max_env_runner_restarts, low=0, high=1_000_000)
+    v.number("restart_delay_s", restart_delay_s, low=0)
+    if env_config is not None and not isinstance(env_config, dict):
+        raise v.bad("env_config", env_config, "a dict of env kwargs")
     env_config = dict(env_config or {})
     if env_config.get("action_type") == "multibinary":
-        raise ValueError("action_type: RLlib's default models do not support MultiBinary "
+        raise ValidationError("action_type: RLlib's default models do not support MultiBinary "
                          "actions; use 'multidiscrete' (the same choices, levels 0/1 with "
                          "dose_levels=(0, 1)) or 'menu'")
     name = register(env_id=env_id)
@@ -176,6 +202,9 @@ def ppo_config(env_id: str = "ImmuneWorld-v0", *, num_envs_per_env_runner: int =
                          if env_config.get("observation_type") == "dict" else None))
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
         .training(**{**PPO_DEFAULTS, **training})
+        .fault_tolerance(restart_failed_env_runners=True,
+                         max_num_env_runner_restarts=max_env_runner_restarts,
+                         delay_between_env_runner_restarts_s=restart_delay_s)
     )
     return config
 
