@@ -28,9 +28,11 @@ __all__ = [
     "boolean",
     "choice",
     "device",
+    "did_you_mean",
     "existing_file",
     "finite_array",
     "integer",
+    "integer_range",
     "is_shipped",
     "known_keys",
     "memory_budget",
@@ -95,6 +97,18 @@ def integer(field: str, value: Any, *, low: int | None = None, high: int | None 
     return value
 
 
+def integer_range(field: str, pair: Any, *, low: int, high: int) -> tuple[int, int]:
+    """``pair`` as ``(lo, hi)`` integers with ``low <= lo <= hi <= high``."""
+    expected = f"(low, high) integers with {low} <= low <= high <= {high}"
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise bad(field, pair, expected)
+    lo = integer(field, pair[0], low=low, high=high)
+    hi = integer(field, pair[1], low=low, high=high)
+    if lo > hi:
+        raise bad(field, pair, expected)
+    return lo, hi
+
+
 def number(field: str, value: Any, *, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite ``float`` in the interval given (closed unless ``*_open``)."""
@@ -134,13 +148,18 @@ def boolean(field: str, value: Any) -> bool:
     return value
 
 
+def did_you_mean(value: Any, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the option nearest to ``value``, or ``""`` if none is close."""
+    near = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def choice(field: str, value: Any, options: Iterable[str]) -> str:
     """``value`` when it is one of ``options``; else an error listing them (and the nearest)."""
     options = list(options)
     if isinstance(value, str) and value in options:
         return value
-    near = difflib.get_close_matches(str(value), options, n=1) if isinstance(value, str) else []
-    tip = f" (did you mean {near[0]!r}?)" if near else ""
+    tip = did_you_mean(value, options) if isinstance(value, str) else ""
     raise bad(field, value, f"one of {options}{tip}")
 
 
@@ -155,10 +174,9 @@ def known_keys(field: str, mapping: Any, allowed: Collection[str]) -> dict[str, 
         raise bad(field, mapping, f"a mapping with keys from {sorted(allowed)}")
     for key in mapping:
         if not isinstance(key, str) or key not in allowed:
-            near = difflib.get_close_matches(str(key), list(allowed), n=1)
-            tip = f" (did you mean {near[0]!r}?)" if near else ""
             raise ValidationError(
-                f"{field}: unknown key {key!r}; expected keys from {sorted(allowed)}{tip}"
+                f"{field}: unknown key {key!r}; expected keys from {sorted(allowed)}"
+                f"{did_you_mean(key, allowed)}"
             )
     return dict(mapping)
 

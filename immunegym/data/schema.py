@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from immunegym.data.vocab import parse_regimen, parse_response
-from immunegym.validation import ValidationError, existing_file
+from immunegym.validation import ValidationError, did_you_mean, existing_file
 
 UNS_KEY = "immunegym"
 # Times are days from treatment start; more than ten years of days is a unit mistake (hours,
@@ -211,10 +211,7 @@ def get_fields(adata: ad.AnnData) -> AnnDataFields:
 
 def _column(adata: ad.AnnData, role: str, column: str) -> pd.Series:
     if column not in adata.obs.columns:
-        import difflib
-
-        near = difflib.get_close_matches(column, [str(c) for c in adata.obs.columns], n=1)
-        tip = f" (did you mean {near[0]!r}?)" if near else ""
+        tip = did_you_mean(column, adata.obs.columns)
         raise DataValidationError(
             f"{role}={column!r}: adata.obs has no column {column!r}{tip}; expected one of the "
             f"columns {list(adata.obs.columns)}"

@@ -31,7 +31,6 @@ be overridden as a keyword of ``gym.make``:
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 import os
@@ -51,6 +50,7 @@ from immunegym.validation import (
     bad,
     boolean,
     choice,
+    did_you_mean,
     existing_file,
     integer,
     known_keys,
@@ -335,8 +335,7 @@ def load_scenario_file(path: str | os.PathLike[str]) -> ScenarioFile:
             continue
         for key, value in table.items():
             if key not in _SECTIONS[section]:
-                near = difflib.get_close_matches(key, list(_SECTIONS[section]), n=1)
-                tip = f" (did you mean {near[0]!r}?)" if near else ""
+                tip = did_you_mean(key, _SECTIONS[section])
                 raise ValidationError(f"{path}: [{section}] {key}: unknown key; expected "
                                       f"some of {sorted(_SECTIONS[section])}{tip}")
             settings[_SECTIONS[section][key]] = value

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from immunegym.ontology.nodes import LEVEL_SPECS, NODE_SPECS, NodeSpec
-from immunegym.validation import ValidationError, bad, choice, number
+from immunegym.validation import ValidationError, bad, choice, did_you_mean, number
 
 SplitPrior = Literal["observed", "uniform"]
 
@@ -169,7 +169,7 @@ class CellOntology:
         if isinstance(level, str):
             if level not in self._levels:
                 raise bad("level", level, f"one of {self.level_names} or a sequence of node ids"
-                          + _nearest(level, self.level_names))
+                          + did_you_mean(level, self.level_names))
             return self._levels[level]
         if isinstance(level, bytes | Mapping) or not isinstance(level, Iterable):
             raise bad("level", level, f"one of {self.level_names} or a sequence of node ids")
@@ -177,7 +177,7 @@ class CellOntology:
         for i, node in enumerate(nodes):
             if not isinstance(node, str) or node not in self._specs:
                 raise bad(f"level[{i}]", node, "an ontology node id" + (
-                    _nearest(node, list(self._specs)) if isinstance(node, str) else ""))
+                    did_you_mean(node, list(self._specs)) if isinstance(node, str) else ""))
         self._check_level("custom", nodes)
         return nodes
 
@@ -349,11 +349,6 @@ class CellOntology:
         return "\n".join(lines)
 
 
-def _nearest(value: str, options: Sequence[str]) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(value, list(options), n=1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 @cache

@@ -40,7 +40,6 @@ Response-type outcomes are NaN when the history has no scan at or before the dec
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
 from collections.abc import Sequence
@@ -58,6 +57,7 @@ from immunegym.validation import (
     ValidationError,
     bad,
     choice,
+    did_you_mean,
     existing_file,
     integer,
     memory_budget,
@@ -655,8 +655,7 @@ def _patient_row(tl: Timelines, patient: str | None) -> int:
     if not isinstance(patient, str | int | np.integer) or isinstance(patient, bool):
         raise bad("patient", patient, "a patient id (text)")
     if str(patient) not in ids:
-        near = difflib.get_close_matches(str(patient), ids, n=1)
-        tip = f" (did you mean {near[0]!r}?)" if near else ""
+        tip = did_you_mean(patient, ids)
         raise bad("patient", patient, f"a patient id of the history ({len(ids)} patients, "
                   f"e.g. {ids[:5]}{' ...' if len(ids) > 5 else ''}){tip}")
     return ids.index(str(patient))

@@ -19,7 +19,6 @@ of the best distinct plans seen.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from immunegym.validation import (
     bad,
     boolean,
     choice,
+    did_you_mean,
     existing_file,
     integer,
     memory_budget,
@@ -450,8 +450,7 @@ def search(history, budget: int = 256, *, patients: Sequence[str] | None = None,
         missing = [str(p) for p in patients if str(p) not in known]
         if missing:
             ids = sorted(known)
-            near = difflib.get_close_matches(missing[0], ids, n=1)
-            tip = f" (did you mean {near[0]!r}?)" if near else ""
+            tip = did_you_mean(missing[0], ids)
             raise bad("patients", missing[:5], f"patient ids of the history ({len(ids)} "
                       f"patients, e.g. {ids[:5]}){tip}")
         rows = np.asarray([bank.index_of(str(p)) for p in patients])

@@ -56,7 +56,7 @@ from immunegym.sim.simulator import (
 from immunegym.sim.state import compartments_to_fine
 from immunegym.sim.therapy import MAX_DAYS, parse_regimen
 from immunegym.sim.toxicity import DEATH_CAUSES
-from immunegym.validation import bad, choice, integer, memory_budget
+from immunegym.validation import bad, choice, integer, integer_range, memory_budget
 from immunegym.validation import seed as check_seed
 
 TRUTH_KIND = "immunesim_truth"
@@ -134,15 +134,8 @@ class CohortSpec:
         integer("horizon_days", self.horizon_days, low=30, high=MAX_DAYS,
                 hint=f"follow-up in days since treatment start, at most {MAX_DAYS}")
         for name, top in (("biopsies", MAX_BIOPSIES), ("cells_per_biopsy", MAX_BIOPSY_CELLS)):
-            pair = getattr(self, name)
-            expected = f"(low, high) integers with 1 <= low <= high <= {top}"
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise bad(name, pair, expected)
-            lo = integer(name, pair[0], low=1, high=top)
-            hi = integer(name, pair[1], low=1, high=top)
-            if lo > hi:
-                raise bad(name, pair, expected)
-            object.__setattr__(self, name, (lo, hi))
+            object.__setattr__(self, name, integer_range(name, getattr(self, name), low=1,
+                                                         high=top))
 
     def expected_cells(self) -> float:
         """Expected cells of the cohort's AnnData (biopsies x log-uniform cells)."""

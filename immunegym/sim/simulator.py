@@ -36,6 +36,7 @@ from immunegym.validation import (
     boolean,
     choice,
     integer,
+    integer_range,
     memory_budget,
 )
 from immunegym.validation import device as check_device
@@ -62,14 +63,7 @@ class ImagingSchedule:
 
     def __post_init__(self) -> None:
         for name in ("interval_days", "late_interval_days"):
-            pair = getattr(self, name)
-            expected = f"(low, high) integers with 1 <= low <= high <= {MAX_DAYS}"
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise bad(name, pair, expected)
-            lo = integer(name, pair[0], low=1, high=MAX_DAYS)
-            hi = integer(name, pair[1], low=1, high=MAX_DAYS)
-            if lo > hi:
-                raise bad(name, pair, expected)
+            integer_range(name, getattr(self, name), low=1, high=MAX_DAYS)
         integer("late_after_day", self.late_after_day, low=0)
         if self.first_scan_day is not None:
             integer("first_scan_day", self.first_scan_day, low=1, high=365,

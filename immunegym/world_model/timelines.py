@@ -16,7 +16,6 @@ This module only reads what a lab would have: AnnData cells, ``uns["imaging"]`` 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from immunegym.data.schema import DataValidationError, get_fields
 from immunegym.data.storage import load_arrays, save_arrays
 from immunegym.data.vocab import THERAPIES, parse_regimen
 from immunegym.ontology import FINE_TYPES, default_ontology
-from immunegym.validation import ValidationError, bad, integer, memory_budget
+from immunegym.validation import ValidationError, bad, did_you_mean, integer, memory_budget
 
 CYCLE_DAYS = 21
 """Days per treatment cycle: one world-model step in a rollout."""
@@ -323,8 +322,7 @@ def _check_cycle_table(table: pd.DataFrame) -> None:
     allowed = ("patient_id", "cycle", "day", *THERAPIES)
     for column in table.columns:
         if column not in allowed:
-            near = difflib.get_close_matches(str(column), list(allowed), n=1)
-            tip = f" (did you mean {near[0]!r}?)" if near else ""
+            tip = did_you_mean(column, allowed)
             raise DataValidationError(
                 f"uns['therapy_cycles']: unknown column {column!r}; expected patient_id, "
                 f"cycle, day and one dose column per therapy {list(THERAPIES)}{tip}")
