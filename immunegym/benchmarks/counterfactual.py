@@ -123,7 +123,7 @@ from immunegym.sim.cohort import CohortSpec
 from immunegym.sim.outcomes import CR, PR, sum_of_diameters
 from immunegym.sim.simulator import MAX_DAYS, TRIAL_IMAGING, ImmuneSim
 from immunegym.sim.therapy import parse_regimen
-from immunegym.validation import ValidationError
+from immunegym.validation import ValidationError, integer
 from immunegym.world_model.events import interval_dose
 from immunegym.world_model.timelines import CYCLE_DAYS, Timelines
 
@@ -172,14 +172,6 @@ def check_regimens(regimens: Sequence[str]) -> tuple[str, ...]:
         raise ValidationError(f"regimens: {list(out)} names the same regimen twice; expected "
                          "distinct regimens")
     return out
-
-
-def _check_positive_int(name: str, value: int, upper: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or (
-            upper is not None and value > upper):
-        limit = f"1..{upper}" if upper is not None else ">= 1"
-        raise ValidationError(f"{name}: got {value!r}; expected an integer {limit}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- doses
@@ -541,10 +533,10 @@ def evaluate(model, cohorts: Sequence[HeldOutCohort], timelines: Timelines, trai
         Bootstrap resamples behind every interval (:data:`N_BOOTSTRAP` when ``None``).
     """
     regimens = check_regimens(regimens)
-    n_cycles = _check_positive_int("n_cycles", n_cycles, MAX_DAYS // CYCLE_DAYS)
-    replicates = _check_positive_int("replicates", replicates)
-    n_boot = _check_positive_int("n_bootstrap",
-                                 N_BOOTSTRAP if n_bootstrap is None else n_bootstrap)
+    n_cycles = integer("n_cycles", n_cycles, low=1, high=MAX_DAYS // CYCLE_DAYS)
+    replicates = integer("replicates", replicates, low=1)
+    n_boot = integer("n_bootstrap", N_BOOTSTRAP if n_bootstrap is None else n_bootstrap,
+                     low=1)
     if not cohorts:
         raise ValidationError("cohorts: got none; expected at least one held-out cohort")
     start = time.perf_counter()
