@@ -585,21 +585,90 @@ def baseline_timelines(composition: np.ndarray, sod_mm: np.ndarray | None,
         Cells the fractions stand for (the biopsy size the model sees).
     """
     comp = np.asarray(composition, dtype=np.float64)
+    if comp.ndim != 2:
+        raise ValidationError(f"composition: expected shape ({len(patient_ids)}, "
+                              f"{len(FINE_TYPES)}), got {comp.shape}")
+    sod = None if sod_mm is None else np.asarray(sod_mm, dtype=np.float64)[:, None]
+    if sod is not None and sod.shape[0] != len(comp):
+        raise ValidationError(f"sod_mm: expected {len(comp)} finite values >= 0 (mm)")
+    return composition_timelines(comp[:, None], np.zeros((len(comp), 1)), patient_ids,
+                                 sod_mm=sod, cancer_type=cancer_type, programs=programs,
+                                 n_cells=n_cells, cohort=cohort, regimen=regimen)
+
+
+def composition_timelines(composition: np.ndarray, days: np.ndarray,
+                          patient_ids: Sequence[str], *, sod_mm: np.ndarray | None = None,
+                          cycle_doses: np.ndarray | None = None,
+                          cancer_type: str | Sequence[str], programs: Sequence[str],
+                          n_cells: float = 1000.0, cohort: str = "baseline",
+                          regimen: str | Sequence[str] = "unknown") -> Timelines:
+    """Timelines of ``L`` observed compositions per patient (every leaf resolved).
+
+    The multi-point form of :func:`baseline_timelines`, for real data whose samples arrive
+    as compositions through an observation model: a pre-treatment and an on-treatment
+    sample, say, with the doses given in between. No program is measured.
+
+    Parameters
+    ----------
+    composition
+        ``(P, L, K)`` fractions over :data:`FINE_TYPES` (rows are renormalized).
+    days
+        ``(P, L)`` days since treatment start, increasing along ``L``.
+    patient_ids
+        ``P`` unique ids.
+    sod_mm
+        ``(P, L)`` sum of diameters in mm (NaN: no scan at that point), or ``None``.
+    cycle_doses
+        ``(P, C, R)`` dose intensity of each therapy in each 21-day cycle (1.0 = a standard
+        cycle); no therapy when ``None``.
+    cancer_type, regimen
+        One value for everyone or one per patient.
+    programs
+        Program names (the model's, so the timelines fit it).
+    n_cells
+        Cells each composition stands for (the biopsy size the model sees).
+
+    Raises
+    ------
+    ValidationError
+        If a shape does not match, a fraction is negative or not finite, or days do not
+        increase.
+    """
     n_p = len(patient_ids)
-    if comp.ndim != 2 or comp.shape != (n_p, len(FINE_TYPES)):
-        raise ValidationError(f"composition: expected shape ({n_p}, {len(FINE_TYPES)}), got "
-                         f"{comp.shape}")
-    if not np.all(np.isfinite(comp)) or np.any(comp < 0) or np.any(comp.sum(1) <= 0):
+    n_k = len(FINE_TYPES)
+    comp = np.asarray(composition, dtype=np.float64)
+    if comp.ndim != 3 or comp.shape[0] != n_p or comp.shape[2] != n_k or comp.shape[1] < 1:
+        raise ValidationError(f"composition: expected shape ({n_p}, L >= 1, {n_k}), got "
+                              f"{comp.shape}")
+    n_l = comp.shape[1]
+    if not np.all(np.isfinite(comp)) or np.any(comp < 0) or np.any(comp.sum(-1) <= 0):
         raise ValidationError("composition: expected finite, non-negative rows with a positive sum")
-    comp = comp / comp.sum(1, keepdims=True)
-    n_k, n_g = len(FINE_TYPES), len(programs)
-    burden = np.zeros((n_p, 1), np.float32)
-    burden_obs = np.zeros((n_p, 1), bool)
+    comp = comp / comp.sum(-1, keepdims=True)
+    day = np.asarray(days, dtype=np.float64)
+    if day.shape != (n_p, n_l) or not np.all(np.isfinite(day)):
+        raise ValidationError(f"days: expected shape ({n_p}, {n_l}) of finite days, got "
+                              f"{day.shape}")
+    if n_l > 1 and np.any(np.diff(day, axis=1) <= 0):
+        raise ValidationError("days: expected strictly increasing days along each timeline")
+    burden = np.zeros((n_p, n_l), np.float32)
+    burden_obs = np.zeros((n_p, n_l), bool)
     if sod_mm is not None:
         sod = np.asarray(sod_mm, dtype=np.float64)
-        if sod.shape != (n_p,) or not np.all(np.isfinite(sod)) or np.any(sod < 0):
-            raise ValidationError(f"sod_mm: expected {n_p} finite values >= 0 (mm)")
-        burden[:, 0], burden_obs[:, 0] = np.log1p(sod), True
+        seen = ~np.isnan(sod) if sod.shape == (n_p, n_l) else None
+        if seen is None or not np.all(np.isfinite(sod[seen])) or np.any(sod[seen] < 0):
+            raise ValidationError(f"sod_mm: expected shape ({n_p}, {n_l}) of values >= 0 mm "
+                                  "(NaN: no scan)")
+        burden[seen], burden_obs = np.log1p(sod[seen]), seen
+    n_r = len(THERAPIES)
+    if cycle_doses is None:
+        doses = np.zeros((n_p, 2, n_r), np.float32)
+    else:
+        doses = np.asarray(cycle_doses, dtype=np.float32)
+        if (doses.ndim != 3 or doses.shape[0] != n_p or doses.shape[2] != n_r
+                or not np.all(np.isfinite(doses)) or np.any(doses < 0)):
+            raise ValidationError(f"cycle_doses: expected shape ({n_p}, C, {n_r}) of finite "
+                                  f"doses >= 0, got {doses.shape}")
+    n_g = len(programs)
 
     def per_patient(value: str | Sequence[str]) -> list[str]:
         return [value] * n_p if isinstance(value, str) else [str(v) for v in value]
@@ -609,14 +678,15 @@ def baseline_timelines(composition: np.ndarray, sod_mm: np.ndarray | None,
                           "regimen": per_patient(regimen), "response": np.nan})
     return Timelines(
         table, tuple(programs),
-        days=torch.zeros(n_p, 1), valid=torch.ones(n_p, 1, dtype=torch.bool),
-        comp_observed=torch.ones(n_p, 1, dtype=torch.bool),
-        counts=torch.from_numpy((comp * n_cells).astype(np.float32))[:, None],
-        block=torch.arange(n_k).expand(n_p, 1, n_k).clone(),
-        fractions=torch.from_numpy(comp.astype(np.float32))[:, None],
-        resolved=torch.ones(n_p, 1, n_k, dtype=torch.bool),
-        program_scores=torch.zeros(n_p, 1, n_k, n_g),
-        program_mask=torch.zeros(n_p, 1, n_k, dtype=torch.bool),
+        days=torch.from_numpy(day.astype(np.float32)),
+        valid=torch.ones(n_p, n_l, dtype=torch.bool),
+        comp_observed=torch.ones(n_p, n_l, dtype=torch.bool),
+        counts=torch.from_numpy((comp * n_cells).astype(np.float32)),
+        block=torch.arange(n_k).expand(n_p, n_l, n_k).clone(),
+        fractions=torch.from_numpy(comp.astype(np.float32)),
+        resolved=torch.ones(n_p, n_l, n_k, dtype=torch.bool),
+        program_scores=torch.zeros(n_p, n_l, n_k, n_g),
+        program_mask=torch.zeros(n_p, n_l, n_k, dtype=torch.bool),
         burden=torch.from_numpy(burden), burden_observed=torch.from_numpy(burden_obs),
-        cycle_doses=torch.zeros(n_p, 2, len(THERAPIES)),
+        cycle_doses=torch.from_numpy(doses),
     )
