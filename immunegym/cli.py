@@ -542,6 +542,43 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+@app.command("predict-response")
+def predict_response(
+    file: Annotated[Path, typer.Argument(
+        help="Signature-score table (.csv/.tsv: id, regimen and the MORRISON-1 signature "
+             "columns) or AnnData of pre-treatment cells (.h5ad).")],
+    out: Annotated[Path, typer.Option(help="Output CSV: id, regimen, score, score_lo, "
+                                           "score_hi, probability.")],
+    id_column: Annotated[str | None, typer.Option(
+        help="Table id column (default: id, sample_id or sample).")] = None,
+    regimen_column: Annotated[str | None, typer.Option(
+        help="Regimen column of the table or of obs (default: regimen, or the AnnData's "
+             "registered therapy column).")] = None,
+    sample_key: Annotated[str | None, typer.Option(
+        help="AnnData: obs column of the sample (default: registered, else sample).")] = None,
+    label_key: Annotated[str | None, typer.Option(
+        help="AnnData: obs column of the cell-type label (default: registered, else "
+             "cell_type).")] = None,
+    label_convention: Annotated[str | None, typer.Option(
+        help="AnnData: the labels' code convention, e.g. sade_feldman_2018.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="World-model checkpoint directory (default: the pretrained model).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled rollouts.")] = 0,
+) -> None:
+    """Predict response to each sample's regimen with the world model (score + 90% interval)."""
+    from immunegym.benchmarks import predict_response as pr
+
+    _seed("--seed", seed)
+    _checkpoint("--checkpoint", checkpoint)
+    _output_file("--out", out)
+    v.existing_file("FILE", file, suffixes=(*pr.TABLE_SUFFIXES, ".h5ad"))
+    result = pr.predict_response(file, out, checkpoint=checkpoint, id_column=id_column,
+                                 regimen_column=regimen_column, sample_key=sample_key,
+                                 label_key=label_key, label_convention=label_convention,
+                                 seed=seed)
+    console.print(f"wrote {out} ({len(result)} samples)")
+
+
 @sim_app.command("calibrate")
 def sim_calibrate(
     n: Annotated[int, typer.Option(help="Patients per arm for the check.")] = 4000,
@@ -759,6 +796,9 @@ def _evaluation_command(name: str, summary: str):
             help="Read the training suite from this directory instead of generating it.")
         ] = None,
         seed: Annotated[int, typer.Option(help="Seed of bootstraps and simulations.")] = 0,
+        real_only: Annotated[bool, typer.Option(
+            "--real-only", help="Skip the synthetic cohorts: real MORRISON-1 and Sade-Feldman "
+                                "only (under a minute).")] = False,
     ) -> None:
         from immunegym.benchmarks.common import BenchContext
         from immunegym.benchmarks.runner import (
@@ -777,9 +817,10 @@ def _evaluation_command(name: str, summary: str):
         _output_file("--json", json_path)
         _output_dir("--out", out)
         ctx = BenchContext(load(checkpoint), quick=quick, seed=seed, ray=ray, address=address,
-                           suite_dir=suite, progress=lambda m: console.log(m))
+                           suite_dir=suite, progress=lambda m: console.log(m),
+                           real_only=real_only)
         line = f"immunegym bench {name}" + (" --quick" if quick else "") + \
-            (" --ray" if ray else "")
+            (" --ray" if ray else "") + (" --real-only" if real_only else "")
         result = run_benchmarks(resolve(name), ctx, command=line, log=console.log)
         table = Table(title=f"bench {name}: headline figures (all of them: the JSON and "
                             "the report)")
@@ -794,6 +835,13 @@ def _evaluation_command(name: str, summary: str):
             console.print(f"wrote {write_report(result, out)}")
 
     command.__doc__ = summary
+    if name != "response":  # --real-only is an option of `bench response` only
+        import inspect
+
+        # eval_str: the module's annotations are strings (PEP 563); typer needs the types.
+        signature = inspect.signature(command, eval_str=True)
+        command.__signature__ = signature.replace(parameters=[
+            p for p in signature.parameters.values() if p.name != "real_only"])
     bench_app.command(name)(command)
 
 
@@ -802,6 +850,8 @@ for _name, _summary in (
     ("transfer", "Leave-one-cancer-type-out: held-out type vs in-distribution model."),
     ("counterfactual", "Six regimens from the same hidden state: rankings vs ImmuneSim."),
     ("response", "Response AUROC: 14 synthetic cohorts and real MORRISON-1 / Sade-Feldman."),
+    ("real-trajectories", "Real pre -> on-treatment changes (MORRISON-1, Riaz 2017, "
+                          "Sade-Feldman): world model vs persistence and mean change."),
     ("all", "Every evaluation benchmark into one JSON (and one report with --out)."),
 ):
     _evaluation_command(_name, _summary)

@@ -167,3 +167,21 @@ def test_fine_tune_without_never_sees_the_test_cohort(model, samples, reference,
     assert "gide" not in info["pairs_by_cohort"]
     assert info["pairs"] == 68 - int((morrison1_pairs(samples)["cohort"] == "gide").sum())
     assert tuned is not model
+
+
+def test_morrison1_benchmark_scores_the_fine_tuned_model_per_fold(model, samples, reference,
+                                                                  monkeypatch):
+    import immunegym.world_model.model as wm_model
+    from immunegym.benchmarks.response_real import evaluate_morrison1
+
+    monkeypatch.setattr(wm_model, "FINE_TUNE_CONFIG", TINY)
+    out = evaluate_morrison1(model, reference, samples=samples, calibrated=False,
+                             finetuned=True, n_bootstrap=50)
+    assert "world_model_finetuned" in out["pooled_auroc"]
+    assert all("world_model_finetuned" in b for b in out["per_cohort"].values())
+    delta = out["deltas"]["world_model_finetuned"]["world_model"]
+    assert delta["value"] == pytest.approx(out["pooled_auroc"]["world_model_finetuned"]
+                                           - out["pooled_auroc"]["world_model"])
+    pairs = {c: r["pairs"] for c, r in out["finetune"].items()}
+    # A cohort without pairs of its own trains on all 68; one with pairs leaves them out.
+    assert pairs["va"] == 68 and pairs["038"] == 68 - 42

@@ -435,15 +435,18 @@ class BenchContext:
     specs
         The held-out cohorts; :func:`fresh_specs` (30 patients each with ``quick``, else 60)
         when ``None``. Tests pass one or two small cohorts.
+    real_only
+        The response benchmark skips its synthetic cohorts (``bench response --real-only``).
     """
 
     def __init__(self, model=None, *, quick: bool = False, seed: int = 0, ray: bool = False,
                  address: str | None = None, suite_dir: str | Path | None = None,
                  progress: Callable[[str], None] | None = None,
-                 specs: Sequence[CohortSpec] | None = None) -> None:
+                 specs: Sequence[CohortSpec] | None = None, real_only: bool = False) -> None:
         from immunegym import validation as v
 
         v.seed("seed", seed)
+        self.real_only = v.boolean("real_only", real_only)
         if address is not None and not ray:
             raise v.bad("address", address, "to be given together with ray=True")
         self._model = model

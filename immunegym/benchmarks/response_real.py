@@ -71,6 +71,18 @@ of the ensemble (:func:`~immunegym.benchmarks.common.mean_path_outcomes`); the s
 anti-PD-1 moves when 2% of the reference mean tumor's mass is moved from malignant cells to
 each other cell type: it shows which parts of the mapped state the score can use.
 
+Logistic baseline
+-----------------
+``logistic_signatures``: the strong simple baseline. For each test cohort a scikit-learn
+pipeline (``StandardScaler`` then ``LogisticRegression``, L2, fixed ``C = 1.0``:
+:data:`LOGISTIC_C`, scikit-learn's default and the calibrated world model's, chosen before
+any run and never tuned, so nothing is selected on an outcome) is fitted on the other five
+cohorts' pre-treatment samples using *all* 28 signature columns of
+:func:`~immunegym.data.real.morrison1_signature_columns`: the cell-type signatures, the
+non-cell-type programs and the published predictors (TIDE, IMPRES, tiara_pd1) as well, so it
+knows everything each published score knows. The regimen is not a feature. Its score is the
+held-out log-odds (:func:`logistic_signature_scores`).
+
 Published scores (higher = responder): ``TIDE`` negated (low TIDE = responder), ``IMPRES``,
 ``cd8_infiltration`` (the CD8 T-cell infiltration signature) and ``tiara_pd1``. The
 MORRISON-1 README's reference values on these samples (TIDE 0.537, IMPRES 0.527, CD8 0.610,
@@ -98,6 +110,23 @@ patients (1000 draws); the mean of the per-cohort AUROCs with a bootstrap interv
 cohorts; ``delta_vs_best_published``: the pooled AUROC of the world model minus that of the
 best published score, with a paired bootstrap interval over patients. ``beats_all_published``
 says whether the world model's pooled AUROC is above every published score's.
+``delta_vs_logistic`` / ``beats_logistic``: the same against ``logistic_signatures``;
+``deltas[wm][other]``: every paired difference of ``world_model`` (and
+``world_model_calibrated`` when present) to each published score and the logistic baseline.
+``aim``: ``{"pooled_auroc_min": 0.65, "met": ...}``, met when the world model's pooled AUROC
+is at least 0.65 *and* above every published score *and* above the logistic baseline.
+
+Survival concordance (``concordance``, :func:`survival_concordance`): Harrell's C of every
+score (higher = longer survival) against MORRISON-1's published PFS and OS. The units differ
+between cohorts (months in some, days in others), so only pairs of patients in the same cohort
+are compared; the per-cohort C (:func:`harrell_c`, ``(D + 1) / 2`` with ``D`` the Somers' D of
+the score given the time, from :func:`scipy.stats.kendalltau`) and the pooled within-cohort C
+(concordant / comparable pairs summed over cohorts, i.e. the pair-weighted mean) come with a
+95% bootstrap interval resampling patients within cohorts (seeded, 1000 draws). **No
+event/censoring flag is published**: every time is treated as an event, so a patient censored
+early counts as an early progression/death; C is biased where censoring is heavy (in a
+direction that depends on who was censored), and the figures are descriptive. PFS is not
+published for cohort 064.
 """
 
 from __future__ import annotations
@@ -174,6 +203,23 @@ MORRISON1_REGIMENS: dict[str, str] = {
 ipilimumab is 4 doses q3w (CheckMate 067); the CheckMate 064 sequences give 12 weeks of the
 first drug (4 cycles) then the second."""
 
+LOGISTIC_C = 1.0
+"""Inverse L2 strength of the ``logistic_signatures`` baseline: fixed (scikit-learn's default),
+never tuned, so no choice looks at any outcome, let alone the test cohort's."""
+
+AIM_POOLED_AUROC = 0.65
+"""The issue's aim on MORRISON-1: the world model's pooled AUROC at least this, above every
+published score and above the logistic baseline."""
+
+SURVIVAL_ENDPOINTS = ("pfs", "os")
+"""MORRISON-1 survival columns scored by concordance (as published; units vary by cohort)."""
+
+WORLD_MODEL_SCORES = ("world_model", "world_model_calibrated", "world_model_finetuned")
+"""Scores that come from the world model (compared with every baseline in ``deltas``)."""
+
+SIM_DIAGNOSTIC_PATIENTS = 300
+"""ImmuneSim patients of the CD8-state diagnostic (full runs only)."""
+
 SADE_FELDMAN_REGIMEN = "anti_pd1"
 """Assumed for every Sade-Feldman sample (per-sample therapy is not published in the tables)."""
 
@@ -181,10 +227,12 @@ SCORE_LABELS = {
     "world_model": "world model (-best change)",
     "world_model_calibrated": "world model, calibrated (LOCO)",
     "world_model_regimen_only": "world model, regimen only",
+    "world_model_finetuned": "world model, fine-tuned on real pairs (LOCO)",
     "TIDE": "TIDE (negated)",
     "IMPRES": "IMPRES",
     "cd8_infiltration": "CD8 infiltration",
     "tiara_pd1": "tiara_pd1",
+    "logistic_signatures": "logistic, all signatures (LOCO)",
     "cd8_fraction": "CD8 share of CD45+",
     "memory_vs_exhausted": "G10 memory / (G6+G9) exhausted",
 }
@@ -466,6 +514,26 @@ def world_model_outcomes(model, composition: np.ndarray, sod_mm: float,
         :func:`~immunegym.benchmarks.common.mean_path_outcomes` plus ``immune_share``
         ``(P,)``: the predicted immune fraction after ``n_cycles``.
     """
+    tl, doses = rollout_inputs(model, composition, sod_mm, regimens, n_cycles=n_cycles,
+                               ids=ids)
+    out = mean_path_outcomes(model, tl, doses)
+    immune = _leaf_columns("immune")
+    out["immune_share"] = out["composition"][:, -1, immune].sum(-1)
+    return out
+
+
+def rollout_inputs(model, composition: np.ndarray, sod_mm: float, regimens: Sequence[str], *,
+                   n_cycles: int = N_CYCLES, ids: Sequence[str] | None = None):
+    """Day-0 timelines and ``(P, n_cycles, R)`` plan doses of mapped real patients.
+
+    Parameters are those of :func:`world_model_outcomes`.
+
+    Returns
+    -------
+    (Timelines, numpy.ndarray)
+        One melanoma day-0 observation per patient at ``sod_mm`` and each patient's plan
+        laid out per cycle (:func:`~immunegym.benchmarks.common.plan_doses`).
+    """
     from immunegym.world_model.timelines import baseline_timelines
 
     comp = np.asarray(composition, dtype=np.float64)
@@ -480,10 +548,7 @@ def world_model_outcomes(model, composition: np.ndarray, sod_mm: float,
     for plan in dict.fromkeys(regimens):
         rows = np.flatnonzero(plans == plan)
         doses[rows] = plan_doses(plan, len(rows), n_cycles)
-    out = mean_path_outcomes(model, tl, doses)
-    immune = _leaf_columns("immune")
-    out["immune_share"] = out["composition"][:, -1, immune].sum(-1)
-    return out
+    return tl, doses
 
 
 def _features(outcomes: dict[str, np.ndarray]) -> np.ndarray:
@@ -491,16 +556,252 @@ def _features(outcomes: dict[str, np.ndarray]) -> np.ndarray:
                             outcomes["immune_share"]])
 
 
-# --------------------------------------------------------------------------- statistics
+# --------------------------------------------------------------------------- baselines
+def logistic_signature_scores(data: pd.DataFrame, labels: np.ndarray, cohorts: np.ndarray,
+                              columns: Sequence[str] | None = None, *,
+                              c: float = LOGISTIC_C) -> np.ndarray:
+    """Leave-one-cohort-out logistic regression on every signature score (``(N,)`` logits).
+
+    Each cohort is scored by a scikit-learn pipeline (``StandardScaler`` then L2
+    ``LogisticRegression`` with a fixed ``C``, :data:`LOGISTIC_C`) fitted on the other
+    cohorts' samples only. The features are all of ``columns`` (default
+    :func:`~immunegym.data.real.morrison1_signature_columns`: the cell-type signatures, the
+    non-cell-type programs and the published predictors TIDE, IMPRES and tiara_pd1 too), so
+    the baseline can use anything the published scores know, and more.
+
+    Parameters
+    ----------
+    data
+        Samples with the signature columns.
+    labels
+        ``(N,)`` responder labels (0/1).
+    cohorts
+        ``(N,)`` cohort of each sample; the folds.
+    columns
+        Feature columns.
+    c
+        Inverse L2 strength (> 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        The held-out decision function (log-odds) of every sample.
+
+    Raises
+    ------
+    ValidationError
+        A missing or non-finite feature column, labels or cohorts of the wrong length, fewer
+        than two cohorts, or a training fold with a single class.
+    """
+    from sklearn.pipeline import make_pipeline
+
+    from immunegym import validation as v
+
+    if columns is None:
+        from immunegym.data.real import morrison1_signature_columns
+
+        columns = morrison1_signature_columns()
+    columns = list(columns)
+    missing = [col for col in columns if col not in data.columns]
+    if missing:
+        raise v.bad("columns", missing[0], f"signature columns of data (expected {columns})")
+    x = data[columns].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        row, col = np.argwhere(~np.isfinite(x))[0]
+        raise v.bad(f"data[{columns[col]!r}]", x[row, col], f"finite scores (row {row})")
+    labels = np.asarray(labels, dtype=np.float64)
+    cohorts = np.asarray(cohorts).astype(str)
+    if labels.shape != (len(x),) or cohorts.shape != (len(x),):
+        raise v.bad("labels", labels.shape, f"labels and cohorts of length {len(x)}")
+    c = v.number("c", c, low=0.0, low_open=True)
+    names = sorted(set(cohorts))
+    if len(names) < 2:
+        raise v.bad("cohorts", names, "at least two cohorts (leave one cohort out)")
+    out = np.full(len(x), np.nan)
+    for cohort in names:
+        test = cohorts == cohort
+        train = labels[~test]
+        if len(np.unique(train)) < 2:
+            raise v.bad("labels", f"one class without cohort {cohort!r}",
+                        "both responders and non-responders in every training fold")
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        pipe.fit(x[~test], train.astype(int))
+        out[test] = pipe.decision_function(x[test])
+    return out
+
+
+# --------------------------------------------------------------------------- concordance
+def harrell_c(time: np.ndarray, score: np.ndarray) -> float:
+    """Harrell's C of ``score`` for ``time`` with every time an event, from Kendall's tau.
+
+    ``C = (D + 1) / 2`` with ``D`` the Somers' D of the score given the time: over the pairs
+    with different times, (concordant - discordant) / pairs, so a score tie counts one half
+    and pairs tied in time are not comparable; higher score = longer time gives ``C > 0.5``.
+    ``D`` comes from :func:`scipy.stats.kendalltau` (tau-b, O(n log n)) as
+    ``tau_b * sqrt((n0 - n_score_ties) / (n0 - n_time_ties))``, which equals
+    :func:`scipy.stats.somersd` of (time, score) (checked in the tests) at a fraction of its
+    cost. NaN rows are dropped; NaN when fewer than two distinct times are left.
+    """
+    from scipy.stats import kendalltau
+
+    time = np.asarray(time, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64)
+    keep = np.isfinite(time) & np.isfinite(score)
+    time, score = time[keep], score[keep]
+    if len(np.unique(time)) < 2:
+        return math.nan
+    if len(np.unique(score)) < 2:
+        return 0.5  # every comparable pair is a score tie
+    untied_time = float(comparable_pairs(time))
+    untied_score = float(comparable_pairs(score))
+    tau = float(kendalltau(time, score, variant="b").statistic)
+    return (tau * math.sqrt(untied_score / untied_time) + 1.0) / 2.0
+
+
+def comparable_pairs(time: np.ndarray) -> int:
+    """Pairs with different (finite) values: for times, the denominator of
+    :func:`harrell_c`."""
+    time = np.asarray(time, dtype=np.float64)
+    time = time[np.isfinite(time)]
+    _, counts = np.unique(time, return_counts=True)
+    return int((len(time) ** 2 - (counts ** 2).sum()) // 2)
+
+
+def _pair_matrices(time: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(concordance, comparable)`` over ordered pairs ``(i, j)`` with ``t_i < t_j``: 1 when
+    ``s_i < s_j``, 1/2 on a score tie, 0 otherwise; rows with a NaN score compare nothing."""
+    valid = np.isfinite(score)
+    comparable = (time[:, None] < time[None, :]) & valid[:, None] & valid[None, :]
+    with np.errstate(invalid="ignore"):
+        agree = (score[:, None] < score[None, :]) + 0.5 * (score[:, None] == score[None, :])
+    return comparable * agree, comparable.astype(np.float64)
+
+
+def concordance_block(time: np.ndarray, scores: Mapping[str, np.ndarray],
+                      cohorts: np.ndarray, *, seed: int = 0,
+                      n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """Within-cohort Harrell's C of several scores, per cohort and pooled, with 95% CIs.
+
+    Parameters
+    ----------
+    time
+        ``(N,)`` survival times (NaN where not published). Only pairs of the same cohort
+        are compared (units may differ between cohorts) and, as no event flag is given,
+        every time is treated as an event (censored times count as deaths: a limitation).
+    scores
+        Score name -> ``(N,)`` values, higher = expected longer survival.
+    cohorts
+        ``(N,)`` cohort of each row.
+    seed, n_bootstrap
+        The patient bootstrap: patients resampled with replacement within each cohort
+        (``np.random.default_rng(seed)``), the same draws for every score.
+
+    Returns
+    -------
+    dict
+        ``pooled``: per score the pair-weighted C over cohorts (concordant / comparable
+        pairs, all within cohorts), ``ci95``, ``n`` (patients with a time) and ``pairs``;
+        ``per_cohort``: the same block per cohort (:func:`harrell_c`);
+        ``cohorts_without_times``: cohorts left out (fewer than two distinct times).
+    """
+    from immunegym import validation as v
+
+    time = np.asarray(time, dtype=np.float64)
+    cohorts = np.asarray(cohorts).astype(str)
+    if cohorts.shape != time.shape:
+        raise v.bad("cohorts", cohorts.shape, f"one cohort per time {time.shape}")
+    for name, s in scores.items():
+        if np.shape(s) != time.shape:
+            raise v.bad(f"scores[{name!r}]", np.shape(s), f"one value per time {time.shape}")
+    n_bootstrap = v.integer("n_bootstrap", n_bootstrap, low=1)
+    rng = np.random.default_rng(v.seed("seed", seed))
+    keys = list(scores)
+    per_cohort: dict[str, Any] = {}
+    skipped: list[str] = []
+    num = {k: np.zeros(n_bootstrap) for k in keys}
+    den = {k: np.zeros(n_bootstrap) for k in keys}
+    point_num = dict.fromkeys(keys, 0.0)
+    point_den = dict.fromkeys(keys, 0.0)
+    n_total = 0
+    for cohort in sorted(set(cohorts)):
+        rows = np.flatnonzero((cohorts == cohort) & np.isfinite(time))
+        t = time[rows]
+        if len(np.unique(t)) < 2:
+            skipped.append(cohort)
+            continue
+        n_total += len(rows)
+        weights = rng.multinomial(len(rows), np.full(len(rows), 1.0 / len(rows)),
+                                  size=n_bootstrap).astype(np.float64)
+        block: dict[str, Any] = {"ci95": {}}
+        for key in keys:
+            s = np.asarray(scores[key], dtype=np.float64)[rows]
+            value = harrell_c(t, s)
+            pairs = comparable_pairs(t[np.isfinite(s)])
+            conc, comp = _pair_matrices(t, s)
+            b_num = ((weights @ conc) * weights).sum(1)  # sum_ij w_i conc_ij w_j per draw
+            b_den = ((weights @ comp) * weights).sum(1)
+            num[key] += b_num
+            den[key] += b_den
+            if math.isfinite(value):
+                point_num[key] += value * pairs
+                point_den[key] += pairs
+            block[key] = value
+            block["ci95"][key] = _percentile_ci(b_num, b_den)
+        block["n"] = int(len(rows))
+        block["pairs"] = comparable_pairs(t)
+        per_cohort[cohort] = block
+    pooled: dict[str, Any] = {k: (point_num[k] / point_den[k] if point_den[k] else math.nan)
+                              for k in keys}
+    pooled["ci95"] = {k: _percentile_ci(num[k], den[k]) for k in keys}
+    pooled["n"] = int(n_total)
+    pooled["pairs"] = int(sum(b["pairs"] for b in per_cohort.values()))
+    return {"pooled": pooled, "per_cohort": per_cohort,
+            "cohorts_without_times": [str(c) for c in skipped]}
+
+
+def _percentile_ci(num: np.ndarray, den: np.ndarray) -> list[float]:
+    """95% percentile interval of ``num / den`` over draws with ``den > 0`` (NaN if fewer
+    than half the draws are usable)."""
+    ok = den > 0
+    if ok.sum() < max(1, len(den) // 2):
+        return [math.nan, math.nan]
+    ratio = num[ok] / den[ok]
+    return [float(np.percentile(ratio, 2.5)), float(np.percentile(ratio, 97.5))]
+
+
+def survival_concordance(data: pd.DataFrame, scores: Mapping[str, np.ndarray], *,
+                         seed: int = 0, n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """:func:`concordance_block` of every score for each of :data:`SURVIVAL_ENDPOINTS` that
+    ``data`` has (``{"pfs": ..., "os": ...}``), cohorts from ``data["cohort"]``."""
+    cohorts = data["cohort"].astype(str).to_numpy()
+    return {end: concordance_block(pd.to_numeric(data[end], errors="coerce").to_numpy(float),
+                                   scores, cohorts, seed=seed, n_bootstrap=n_bootstrap)
+            for end in SURVIVAL_ENDPOINTS if end in data.columns}
+
+
+CONCORDANCE_NOTE = (
+    "Harrell's C with higher score = longer survival, pairs compared only within a cohort "
+    "(PFS/OS units differ between MORRISON-1 cohorts); no event/censoring flag is published, "
+    "so every time is treated as an event (a censored patient counts as if they progressed "
+    "or died then), which biases C for cohorts with much censoring.")
+
+
 # --------------------------------------------------------------------------- MORRISON-1
 def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame | None = None,
-                       seed: int = 0, calibrated: bool = True,
+                       seed: int = 0, calibrated: bool = True, finetuned: bool = True,
                        n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
     """The MORRISON-1 leave-one-cohort-out evaluation (see the module docstring).
 
     ``calibrated`` adds ``world_model_calibrated`` (strict leave-one-cohort-out: one extra
     rollout of every sample per cohort, about six times the cost of the rest).
+    ``finetuned`` adds ``world_model_finetuned``: per test cohort, the model fine-tuned on
+    the other cohorts' pre -> on pairs (:func:`~.real_finetune.fine_tune_without`, a few
+    seconds per fold), scored like ``world_model``.
     """
+    if samples is None:
+        from immunegym.data.real import morrison1_samples
+
+        samples = morrison1_samples()
     data = morrison1_pretreatment(samples)
     labels = data["responder"].to_numpy(dtype=np.float64)
     groups = data["subject_id"].astype(str).to_numpy()
@@ -510,10 +811,20 @@ def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame
     names = sorted(set(cohorts))
     composition = np.zeros((len(data), len(FINE_TYPES)))
     calib = np.full(len(data), np.nan)
+    tuned_score = np.full(len(data), np.nan)
+    finetune_record: dict[str, Any] = {}
     for cohort in names:
         test = cohorts == cohort
         obs = fit_without(data, cohort, reference)
         composition[test] = obs.transform(data[test])
+        if finetuned:
+            from immunegym.benchmarks.real_finetune import fine_tune_without
+
+            tuned, finetune_record[cohort] = fine_tune_without(
+                model, reference, cohort, samples=samples, seed=seed, obs=obs)
+            tuned_score[test] = -world_model_outcomes(
+                tuned, composition[test], sod,
+                [p for p, t in zip(plans, test, strict=True) if t])["best_change"]
         if calibrated:
             # Strict: the training cohorts' features also come from this fold's map.
             out = world_model_outcomes(model, obs.transform(data[~test]), sod,
@@ -532,7 +843,10 @@ def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame
     scores: dict[str, np.ndarray] = {"world_model": wm}
     if calibrated:
         scores["world_model_calibrated"] = calib
+    if finetuned:
+        scores["world_model_finetuned"] = tuned_score
     scores["world_model_regimen_only"] = regimen_only
+    scores["logistic_signatures"] = logistic_signature_scores(data, labels, cohorts)
     published = published_scores(data)
     scores.update(published)
     pooled = auroc_block(labels, scores, groups, seed=seed, n=n_bootstrap)
@@ -544,16 +858,36 @@ def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame
                            for k in scores}, seed=seed, n=n_bootstrap)
     best = max(published, key=lambda k: pooled[k])
     cd8 = _leaf_columns("cd8_t")
+    deltas = {wm_key: {other: paired_auroc_delta(labels, scores[wm_key], scores[other], groups,
+                                                 seed=seed, n=n_bootstrap)
+                       for other in (*published, "logistic_signatures")}
+              for wm_key in WORLD_MODEL_SCORES if wm_key in scores}
+    if finetuned:
+        deltas["world_model_finetuned"]["world_model"] = paired_auroc_delta(
+            labels, tuned_score, wm, groups, seed=seed, n=n_bootstrap)
+    beats_all = bool(all(pooled["world_model"] > pooled[k] for k in published))
+    beats_logistic = bool(pooled["world_model"] > pooled["logistic_signatures"])
     return {
         "pooled_auroc": pooled,
         "per_cohort": per_cohort,
         "mean_per_cohort_auroc": mean_per,
-        "beats_all_published": bool(all(pooled["world_model"] > pooled[k] for k in published)),
+        "beats_all_published": beats_all,
         "beats_all_published_mean_per_cohort": bool(
             all(mean_per["world_model"] > mean_per[k] for k in published)),
         "best_published": best,
         "delta_vs_best_published": paired_auroc_delta(labels, wm, published[best], groups,
                                                        seed=seed, n=n_bootstrap),
+        "delta_vs_logistic": deltas["world_model"]["logistic_signatures"],
+        "beats_logistic": beats_logistic,
+        "deltas": deltas,
+        "aim": {"pooled_auroc_min": AIM_POOLED_AUROC,
+                "met": bool(pooled["world_model"] >= AIM_POOLED_AUROC and beats_all
+                            and beats_logistic)},
+        "concordance": survival_concordance(data, scores, seed=seed, n_bootstrap=n_bootstrap),
+        "concordance_method": CONCORDANCE_NOTE,
+        "logistic_config": {"features": "all morrison1_signature_columns()",
+                            "scaler": "StandardScaler", "penalty": "l2", "C": LOGISTIC_C,
+                            "folds": "leave one cohort out"},
         "n_samples": int(len(data)),
         "n_positive": int(labels.sum()),
         "cohorts": {c: int((cohorts == c).sum()) for c in names},
@@ -563,6 +897,7 @@ def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame
         "mapped_mean_composition": dict(zip(FINE_TYPES, composition.mean(0).tolist(),
                                             strict=True)),
         "mapped_cd8_fraction_mean": float(composition[:, cd8].sum(1).mean()),
+        "finetune": finetune_record,
     }
 
 
@@ -605,8 +940,12 @@ def immune_counts_to_composition(counts: np.ndarray, nodes: Sequence[str],
 
 
 def evaluate_sade_feldman(model, reference: ReferenceBank, *, seed: int = 0,
-                          n_bootstrap: int = N_BOOTSTRAP) -> dict[str, Any]:
-    """The Sade-Feldman pre-treatment evaluation (see the module docstring)."""
+                          n_bootstrap: int = N_BOOTSTRAP, tuned_model=None) -> dict[str, Any]:
+    """The Sade-Feldman pre-treatment evaluation (see the module docstring).
+
+    ``tuned_model`` (optional) adds ``world_model_finetuned``: a model fine-tuned on every
+    MORRISON-1 pair (no Sade-Feldman sample enters it), scored like ``world_model``.
+    """
     from immunegym.data.real import SADE_FELDMAN_CLUSTERS, sade_feldman_sample_counts
     from immunegym.ontology import harmonize_labels
 
@@ -628,6 +967,10 @@ def evaluate_sade_feldman(model, reference: ReferenceBank, *, seed: int = 0,
                                       / (pre["G6"].to_numpy(float)
                                          + pre["G9"].to_numpy(float) + 0.5)),
     }
+    if tuned_model is not None:
+        scores["world_model_finetuned"] = -world_model_outcomes(
+            tuned_model, composition, reference.median_sod_mm,
+            [SADE_FELDMAN_REGIMEN] * len(pre))["best_change"]
     groups = pre["patient"].astype(str).str.strip().to_numpy()
     return {
         "pooled_auroc": auroc_block(labels, scores, groups, seed=seed, n=n_bootstrap),
@@ -678,12 +1021,24 @@ def run_real(ctx) -> dict[str, Any]:
     calibrated = not ctx.quick
     morrison = evaluate_morrison1(ctx.model, reference, seed=ctx.seed, calibrated=calibrated)
     ctx.progress("real data: MORRISON-1 done")
-    sade = evaluate_sade_feldman(ctx.model, reference, seed=ctx.seed)
+    from immunegym.benchmarks.real_finetune import fine_tune_all
+
+    tuned = fine_tune_all(ctx.model, reference, seed=ctx.seed)
+    sade = evaluate_sade_feldman(ctx.model, reference, seed=ctx.seed, tuned_model=tuned)
     ctx.progress("real data: Sade-Feldman done")
+    diagnostics: dict[str, Any] = {
+        "pd1_sensitivity": pd1_sensitivity(ctx.model, reference),
+        "pd1_sensitivity_finetuned": pd1_sensitivity(tuned, reference)}
+    if not ctx.quick:
+        from immunegym.benchmarks.truth_diagnostics import cd8_state_auroc
+
+        # Is the Sade-Feldman disagreement already in the ground truth? (~20 s)
+        diagnostics["sim_cd8_states"] = cd8_state_auroc(SIM_DIAGNOSTIC_PATIENTS)
+        ctx.progress("real data: ImmuneSim CD8-state diagnostic done")
     return {
         "morrison1": morrison,
         "sade_feldman": sade,
-        "diagnostics": {"pd1_sensitivity": pd1_sensitivity(ctx.model, reference)},
+        "diagnostics": diagnostics,
         "config": {
             "reference_patients": n_ref, "reference_seed": REFERENCE_SEED,
             "reference_cancer_type": CANCER_TYPE,
@@ -791,6 +1146,115 @@ def _sensitivity_lines(sens: dict[str, float] | None) -> list[str]:
             f"cell type changes the predicted best change under anti-PD-1 by: {text}.", ""]
 
 
+def _logistic_and_aim_lines(morrison: dict[str, Any]) -> list[str]:
+    """The sentences on the logistic baseline and the issue's aim (absent in old JSON)."""
+    lines: list[str] = []
+    pooled = morrison["pooled_auroc"]
+    delta = morrison.get("delta_vs_logistic")
+    if delta is not None and "logistic_signatures" in pooled:
+        verdict = "beats" if morrison.get("beats_logistic") else "does not beat"
+        lines += ["Against a leave-one-cohort-out logistic regression on all signature "
+                  "scores (published predictors included, fixed L2 C = "
+                  f"{morrison.get('logistic_config', {}).get('C', LOGISTIC_C):g}): the world "
+                  f"model {verdict} it, {format_ci(pooled['world_model'])} against "
+                  f"{format_ci(pooled['logistic_signatures'])}; difference "
+                  f"{format_ci(delta['value'], delta['ci95'])} (paired bootstrap).", ""]
+    aim = morrison.get("aim")
+    if aim is not None:
+        need = aim["pooled_auroc_min"]
+        if aim["met"]:
+            lines += [f"Aim met: pooled AUROC >= {need:g}, above every published score and "
+                      "above the logistic baseline.", ""]
+        else:
+            missed = []
+            if not pooled["world_model"] >= need:
+                missed.append(f"the pooled AUROC {format_ci(pooled['world_model'])} is below "
+                              f"{need:g}")
+            if not morrison.get("beats_all_published"):
+                missed.append("it does not beat every published score")
+            if not morrison.get("beats_logistic"):
+                missed.append("it does not beat the logistic baseline")
+            text = (f"Aim not met (pooled AUROC >= {need:g}, above every published score "
+                    f"and above the logistic baseline): {'; '.join(missed)}.")
+            unresolved = _unresolved(morrison)
+            if unresolved:
+                names = " and ".join(SCORE_LABELS.get(k, k) for k in unresolved)
+                plural = len(unresolved) > 1
+                text += (f" The paired difference{'s' if plural else ''} to {names} "
+                         f"{'have 95% intervals' if plural else 'has a 95% interval'} that "
+                         f"include{'' if plural else 's'} 0 on these "
+                         f"{morrison['n_samples']} patients.")
+            lines += [text, ""]
+    return lines
+
+
+def _unresolved(morrison: dict[str, Any]) -> list[str]:
+    """The scores whose paired AUROC difference to the world model has a 95% interval
+    including 0 (or none)."""
+    out = []
+    for key, block in morrison.get("deltas", {}).get("world_model", {}).items():
+        ci = block.get("ci95") or [None, None]
+        if None in ci or ci[0] <= 0 <= ci[1]:
+            out.append(key)
+    return out
+
+
+def _concordance_lines(morrison: dict[str, Any]) -> list[str]:
+    """The C-index table (PFS and OS, pooled within cohorts and per cohort)."""
+    conc = morrison.get("concordance")
+    if not conc:
+        return []
+    first = next(iter(conc.values()))
+    keys = [k for k in first["pooled"] if k not in ("ci95", "n", "pairs")]
+    head = "| | n (pairs) | " + " | ".join(SCORE_LABELS.get(k, k) for k in keys) + " |"
+    lines = ["Concordance with survival (Harrell's C, higher score = longer survival; 0.5 = "
+             "chance), 95% bootstrap CIs over patients resampled within cohorts:", "",
+             head, "|---" * (len(keys) + 2) + "|"]
+    for end, block in conc.items():
+        rows = {f"{end.upper()} pooled": block["pooled"],
+                **{f"{end.upper()} {c}": b for c, b in block["per_cohort"].items()}}
+        for name, row in rows.items():
+            cells = [format_ci(row.get(k), row.get("ci95", {}).get(k)) for k in keys]
+            lines.append(f"| {name} | {row['n']} ({row['pairs']}) | " + " | ".join(cells)
+                         + " |")
+    missing = {end: b["cohorts_without_times"] for end, b in conc.items()
+               if b.get("cohorts_without_times")}
+    note = morrison.get("concordance_method", CONCORDANCE_NOTE)
+    gaps = "; ".join(f"{end.upper()} not published for cohort(s) {', '.join(c)}"
+                     for end, c in missing.items())
+    lines += ["", note + (f" {gaps}." if gaps else ""), ""]
+    return lines
+
+
+def _finetune_lines(morrison: dict[str, Any]) -> list[str]:
+    """What fine-tuning on real pre -> on pairs adds over the pretrained model."""
+    delta = morrison.get("deltas", {}).get("world_model_finetuned", {}).get("world_model")
+    if not delta:
+        return []
+    pairs = {c: r["pairs"] for c, r in morrison.get("finetune", {}).items()}
+    return [f"Fine-tuning on real longitudinal pairs (per test cohort, the other cohorts' "
+            f"pre -> on MORRISON-1 pairs through the fold's observation model, from "
+            f"observations alone; pairs per fold: {pairs}) changes the pooled AUROC by "
+            f"{format_ci(delta['value'], delta['ci95'])} (fine-tuned minus pretrained, "
+            "paired bootstrap).", ""]
+
+
+def _truth_lines(diagnostics: dict[str, Any]) -> list[str]:
+    """The ground truth's own CD8-state predictors (is a disagreement already there?)."""
+    sim = diagnostics.get("sim_cd8_states")
+    if not sim:
+        return []
+    a = sim["auroc"]
+    return [f"In the ground truth itself ({sim['n_patients']} fresh ImmuneSim "
+            f"{sim['cancer_type']} patients under `{sim['regimen']}`, first biopsy as a lab "
+            f"delivers it): AUROC of the terminally exhausted CD8 share {a['cd8_tex']:.3f}, "
+            f"Tpex {a['cd8_tpex']:.3f}, memory CD8 {a['cd8_memory']:.3f}, all CD8 "
+            f"{a['cd8_total']:.3f}, and log((memory + Tpex) / Tex) "
+            f"{a['memory_tpex_vs_tex']:.3f}. A world model that learned ImmuneSim faithfully "
+            "ranks exhausted-rich tumors as responders; where Sade-Feldman's patients say the "
+            "opposite, the disagreement starts in the simulator.", ""]
+
+
 def report_real(section: dict[str, Any], out: Path) -> str:
     """Markdown for the real-data part of the response section; writes its PNG into ``out``.
 
@@ -839,6 +1303,9 @@ def report_real(section: dict[str, Any], out: Path) -> str:
         " (paired bootstrap). `world model, regimen only` rolls out the reference mean "
         "patient under each regimen: what the regimen alone explains.",
         "",
+        *_logistic_and_aim_lines(morrison),
+        *_finetune_lines(morrison),
+        *_concordance_lines(morrison),
         *_sensitivity_lines(section.get("diagnostics", {}).get("pd1_sensitivity")),
         _table({"Sade-Feldman pre": sade["pooled_auroc"]},
                _score_keys(sade["pooled_auroc"])),
@@ -847,6 +1314,7 @@ def report_real(section: dict[str, Any], out: Path) -> str:
         f"forward under `{sade.get('regimen_assumed', SADE_FELDMAN_REGIMEN)}` (an "
         "assumption).",
         "",
+        *_truth_lines(section.get("diagnostics", {})),
         f"![AUROC per cohort on real data]({figure.name})",
         "",
     ]
@@ -854,20 +1322,28 @@ def report_real(section: dict[str, Any], out: Path) -> str:
 
 
 __all__ = [
+    "AIM_POOLED_AUROC",
     "EFFECTOR_SIGNATURE",
+    "LOGISTIC_C",
     "MORRISON1_REGIMENS",
     "NODE_SIGNATURES",
     "PUBLISHED_SCORES",
     "ReferenceBank",
     "SignatureObservationModel",
     "evaluate_morrison1",
+    "comparable_pairs",
+    "concordance_block",
     "evaluate_sade_feldman",
     "fit_without",
+    "harrell_c",
     "immune_counts_to_composition",
+    "logistic_signature_scores",
     "morrison1_pretreatment",
     "pd1_sensitivity",
     "published_scores",
     "report_real",
+    "rollout_inputs",
     "run_real",
+    "survival_concordance",
     "world_model_outcomes",
 ]
