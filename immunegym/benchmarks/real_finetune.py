@@ -74,13 +74,16 @@ def morrison1_pairs(samples: pd.DataFrame | None = None) -> pd.DataFrame:
         from immunegym.data.real import morrison1_samples
 
         samples = morrison1_samples()
+    if not isinstance(samples, pd.DataFrame):
+        raise ValidationError(f"samples: expected a pandas DataFrame, got "
+                              f"{type(samples).__name__}")
     for column in ("sample_id", "subject_id", "cohort", "timepoint", "regimen"):
         if column not in samples.columns:
             raise ValidationError(f"samples: no {column!r} column; expected the columns of "
                                   "morrison1_samples()")
     first = {tp: samples[samples["timepoint"] == tp].drop_duplicates("subject_id")
              .set_index("subject_id") for tp in ("pre", "on")}
-    subjects = sorted(set(first["pre"].index) & set(first["on"].index))
+    subjects = sorted(set(first["pre"].index) & set(first["on"].index), key=str)
     pre, on = first["pre"].loc[subjects], first["on"].loc[subjects]
     pairs = pd.DataFrame({"subject_id": subjects, "cohort": pre["cohort"].astype(str).values,
                           "regimen": pre["regimen"].values,
@@ -180,9 +183,26 @@ def fine_tune_without(model, reference: ReferenceBank, cohort: str, *,
     }
 
 
+
+def fine_tune_all(model, reference: ReferenceBank, *, samples: pd.DataFrame | None = None,
+                  seed: int = 0):
+    """The model fine-tuned on every MORRISON-1 pair, for data outside MORRISON-1.
+
+    The observation model is fitted on every MORRISON-1 pre-treatment sample.
+    """
+    if samples is None:
+        from immunegym.data.real import morrison1_samples
+
+        samples = morrison1_samples()
+    obs = SignatureObservationModel(reference).fit(samples[samples["timepoint"] == "pre"])
+    return model.fine_tune(pair_timelines(model, obs, samples, morrison1_pairs(samples)),
+                           seed=seed)
+
+
 __all__ = [
     "ON_TREATMENT_DAY",
     "PAIR_COLUMNS",
+    "fine_tune_all",
     "fine_tune_without",
     "morrison1_pairs",
     "pair_timelines",

@@ -1,7 +1,7 @@
 """Run the evaluation benchmarks and write their JSON and markdown report.
 
-``immunegym bench <reconstruction|transfer|counterfactual|response|all> [--quick] [--ray]
---json PATH [--out DIR]`` lands here. Each benchmark is a module of
+``immunegym bench <reconstruction|transfer|counterfactual|response|real-trajectories|all>
+[--quick] [--ray] --json PATH [--out DIR]`` lands here. Each benchmark is a module of
 :mod:`immunegym.benchmarks` with two functions:
 
 * ``run(ctx: BenchContext) -> dict``: its JSON section;
@@ -30,27 +30,32 @@ from immunegym._atomic import atomic_path
 from immunegym.benchmarks.common import BenchContext, jsonable
 from immunegym.validation import ValidationError
 
-BENCHMARKS: tuple[str, ...] = ("reconstruction", "transfer", "counterfactual", "response")
-"""The evaluation benchmarks, in the order ``all`` runs and reports them."""
+BENCHMARKS: tuple[str, ...] = ("reconstruction", "transfer", "counterfactual", "response",
+                               "real_trajectories")
+"""The evaluation benchmarks (module names), in the order ``all`` runs and reports them. On
+the command line an underscore is written as a hyphen (``bench real-trajectories``)."""
 
 TITLES = {
     "reconstruction": "Trajectory reconstruction from sparse biopsies",
     "transfer": "Cross-cancer transfer (leave one cancer type out)",
     "counterfactual": "Counterfactual fidelity",
     "response": "Response prediction",
+    "real_trajectories": "Real on-treatment trajectories",
 }
 
 REPORT_NAME = "report.md"
 
 
 def resolve(name: str) -> list[str]:
-    """The benchmarks a command name stands for (``all``: every one)."""
+    """The benchmarks a command name stands for (``all``: every one; a hyphen in a name
+    stands for the module name's underscore: ``real-trajectories``)."""
     if name == "all":
         return list(BENCHMARKS)
-    if name not in BENCHMARKS:
+    module = name.replace("-", "_") if isinstance(name, str) else name
+    if module not in BENCHMARKS:
         raise ValidationError(f"benchmark: unknown name {name!r}; expected one of "
-                         f"{[*BENCHMARKS, 'all']}")
-    return [name]
+                         f"{[*(b.replace('_', '-') for b in BENCHMARKS), 'all']}")
+    return [module]
 
 
 def _module(name: str):
@@ -176,6 +181,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "counterfactual": ("spearman", "best_regimen_accuracy", "regret"),
     "response": ("synthetic.pooled_auroc", "real.morrison1.pooled_auroc",
                  "real.sade_feldman.pooled_auroc"),
+    "real_trajectories": ("*.mean_error",),
 }
 """The blocks the console summary shows per benchmark (``*`` matches any key); the JSON and
 the report hold everything."""
