@@ -67,3 +67,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def synthetic_reference(n: int = 200, seed: int = 7):
+    """A small ReferenceBank of Dirichlet draws (malignant-heavy): fast, seeded, no ties; the
+    real-data tests map onto it instead of an ImmuneSim bank."""
+    from immunegym.benchmarks.response_real import ReferenceBank
+    from immunegym.ontology import FINE_TYPES
+
+    rng = np.random.default_rng(seed)
+    alpha = np.full(len(FINE_TYPES), 2.0)
+    alpha[FINE_TYPES.index("malignant")] = 30.0
+    return ReferenceBank(rng.dirichlet(alpha, n), rng.uniform(30, 120, n))

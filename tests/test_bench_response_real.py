@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_reference
 
 from immunegym.benchmarks.common import BenchContext, auroc, jsonable
 from immunegym.benchmarks.response_real import (
@@ -37,11 +38,7 @@ def data() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def reference() -> ReferenceBank:
-    """A small synthetic reference (Dirichlet draws): fast and fully seeded."""
-    rng = np.random.default_rng(7)
-    alpha = np.full(len(FINE_TYPES), 2.0)
-    alpha[FINE_TYPES.index("malignant")] = 30.0
-    return ReferenceBank(rng.dirichlet(alpha, 200), rng.uniform(30, 120, 200))
+    return synthetic_reference()
 
 
 @pytest.fixture(scope="module")

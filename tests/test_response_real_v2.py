@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_reference
 from scipy.stats import somersd
 from typer.testing import CliRunner
 
@@ -26,7 +27,6 @@ from immunegym.benchmarks.response_real import (
     report_real,
 )
 from immunegym.benchmarks.runner import headline
-from immunegym.ontology import FINE_TYPES
 from immunegym.validation import ValidationError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches: one thread
@@ -41,11 +41,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def reference() -> ReferenceBank:
-    """A small synthetic reference (Dirichlet draws): fast and fully seeded."""
-    rng = np.random.default_rng(7)
-    alpha = np.full(len(FINE_TYPES), 2.0)
-    alpha[FINE_TYPES.index("malignant")] = 30.0
-    return ReferenceBank(rng.dirichlet(alpha, 200), rng.uniform(30, 120, 200))
+    return synthetic_reference()
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +160,8 @@ def test_morrison1_v2_contract(morrison):
     assert delta["ci95"][0] <= delta["value"] <= delta["ci95"][1]
     assert morrison["beats_logistic"] == (pooled["world_model"] > pooled[key])
     assert set(morrison["deltas"]) == {"world_model"}  # not calibrated here
-    assert set(morrison["deltas"]["world_model"]) == {*PUBLISHED_SCORES, key}
+    assert set(morrison["deltas"]["world_model"]) == {*PUBLISHED_SCORES, key,
+                                                      "logistic_signatures_regimen"}
     for other, block in morrison["deltas"]["world_model"].items():
         assert block["value"] == pytest.approx(pooled["world_model"] - pooled[other])
     aim = morrison["aim"]
@@ -226,3 +223,25 @@ def test_real_only_cli_skips_synthetic_and_reports(tmp_path):
 def test_real_only_must_be_a_bool():
     with pytest.raises(ValidationError, match="real_only: got 'yes'"):
         response.run(BenchContext(quick=True), real_only="yes")
+
+
+def test_logistic_with_regimen_adds_one_hot_regimens(morrison):
+    import pandas as pd
+
+    from immunegym.benchmarks.response_real import (
+        logistic_signature_scores,
+        logistic_with_regimen,
+        morrison1_pretreatment,
+    )
+    from immunegym.data.real import morrison1_signature_columns
+
+    data = morrison1_pretreatment()
+    labels = data["responder"].to_numpy(float)
+    cohorts = data["cohort"].astype(str).to_numpy()
+    onehot = pd.get_dummies(data["regimen"], prefix="regimen").astype(float)
+    by_hand = logistic_signature_scores(pd.concat([data, onehot], axis=1), labels, cohorts,
+                                        [*morrison1_signature_columns(), *onehot.columns])
+    np.testing.assert_allclose(logistic_with_regimen(data, labels, cohorts), by_hand)
+    assert "logistic_signatures_regimen" in morrison["pooled_auroc"]
+    with pytest.raises(ValidationError, match="'regimen'"):
+        logistic_with_regimen(data.drop(columns=["regimen"]), labels, cohorts)

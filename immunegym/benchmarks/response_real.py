@@ -83,6 +83,12 @@ non-cell-type programs and the published predictors (TIDE, IMPRES, tiara_pd1) as
 knows everything each published score knows. The regimen is not a feature. Its score is the
 held-out log-odds (:func:`logistic_signature_scores`).
 
+``logistic_signatures_regimen``: the same with the regimen as one-hot features too (the
+world model knows each patient's regimen; does the baseline gain as much from it?). Across
+cohorts the regimen is confounded with the cohort (ipilimumab alone is only in ``va``, the
+CheckMate 064 sequences only in ``064``), so a held-out cohort's regimen may never have been
+seen in training; that is the point of the comparison, not a flaw of it.
+
 Published scores (higher = responder): ``TIDE`` negated (low TIDE = responder), ``IMPRES``,
 ``cd8_infiltration`` (the CD8 T-cell infiltration signature) and ``tiara_pd1``. The
 MORRISON-1 README's reference values on these samples (TIDE 0.537, IMPRES 0.527, CD8 0.610,
@@ -214,6 +220,9 @@ published score and above the logistic baseline."""
 SURVIVAL_ENDPOINTS = ("pfs", "os")
 """MORRISON-1 survival columns scored by concordance (as published; units vary by cohort)."""
 
+LOGISTIC_BASELINES = ("logistic_signatures", "logistic_signatures_regimen")
+"""The leave-one-cohort-out logistic baselines (without and with the regimen)."""
+
 WORLD_MODEL_SCORES = ("world_model", "world_model_calibrated", "world_model_finetuned")
 """Scores that come from the world model (compared with every baseline in ``deltas``)."""
 
@@ -233,6 +242,7 @@ SCORE_LABELS = {
     "cd8_infiltration": "CD8 infiltration",
     "tiara_pd1": "tiara_pd1",
     "logistic_signatures": "logistic, all signatures (LOCO)",
+    "logistic_signatures_regimen": "logistic, all signatures + regimen (LOCO)",
     "cd8_fraction": "CD8 share of CD45+",
     "memory_vs_exhausted": "G10 memory / (G6+G9) exhausted",
 }
@@ -557,6 +567,19 @@ def _features(outcomes: dict[str, np.ndarray]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- baselines
+def logistic_with_regimen(data: pd.DataFrame, labels: np.ndarray, cohorts: np.ndarray, *,
+                          c: float = LOGISTIC_C) -> np.ndarray:
+    """:func:`logistic_signature_scores` on every signature score plus the regimen (one-hot)."""
+    from immunegym.data.real import morrison1_signature_columns
+
+    if "regimen" not in data.columns:
+        raise ValidationError("data: no 'regimen' column; expected one regimen per sample")
+    onehot = pd.get_dummies(data["regimen"].astype(str), prefix="regimen").astype(float)
+    columns = [*morrison1_signature_columns(), *onehot.columns]
+    frame = pd.concat([data.reset_index(drop=True), onehot.reset_index(drop=True)], axis=1)
+    return logistic_signature_scores(frame, labels, cohorts, columns, c=c)
+
+
 def logistic_signature_scores(data: pd.DataFrame, labels: np.ndarray, cohorts: np.ndarray,
                               columns: Sequence[str] | None = None, *,
                               c: float = LOGISTIC_C) -> np.ndarray:
@@ -847,6 +870,7 @@ def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame
         scores["world_model_finetuned"] = tuned_score
     scores["world_model_regimen_only"] = regimen_only
     scores["logistic_signatures"] = logistic_signature_scores(data, labels, cohorts)
+    scores["logistic_signatures_regimen"] = logistic_with_regimen(data, labels, cohorts)
     published = published_scores(data)
     scores.update(published)
     pooled = auroc_block(labels, scores, groups, seed=seed, n=n_bootstrap)
@@ -860,7 +884,7 @@ def evaluate_morrison1(model, reference: ReferenceBank, *, samples: pd.DataFrame
     cd8 = _leaf_columns("cd8_t")
     deltas = {wm_key: {other: paired_auroc_delta(labels, scores[wm_key], scores[other], groups,
                                                  seed=seed, n=n_bootstrap)
-                       for other in (*published, "logistic_signatures")}
+                       for other in (*published, *LOGISTIC_BASELINES)}
               for wm_key in WORLD_MODEL_SCORES if wm_key in scores}
     if finetuned:
         deltas["world_model_finetuned"]["world_model"] = paired_auroc_delta(
@@ -1137,13 +1161,20 @@ def plot_real(section: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _sensitivity_lines(sens: dict[str, float] | None) -> list[str]:
+def _sensitivity_lines(sens: dict[str, float] | None,
+                       tuned: dict[str, float] | None = None) -> list[str]:
     if not sens:
         return []
     ranked = sorted(sens.items(), key=lambda kv: kv[1])
     text = ", ".join(f"{k} {v:+.4f}" for k, v in ranked)
-    return [f"What the score can use: moving 2% of the mean tumor from malignant cells to one "
-            f"cell type changes the predicted best change under anti-PD-1 by: {text}.", ""]
+    lines = [f"What the score can use: moving 2% of the mean tumor from malignant cells to one "
+             f"cell type changes the predicted best change under anti-PD-1 by: {text}."]
+    if tuned:
+        cd8 = [t for t in sens if t.startswith("cd8_")]
+        pairs = ", ".join(f"{t} {sens[t]:+.4f} -> {tuned[t]:+.4f}" for t in cd8 if t in tuned)
+        lines.append(f"The CD8 states after fine-tuning on every real pair (pretrained -> "
+                     f"fine-tuned): {pairs}.")
+    return [" ".join(lines), ""]
 
 
 def _logistic_and_aim_lines(morrison: dict[str, Any]) -> list[str]:
@@ -1295,7 +1326,7 @@ def report_real(section: dict[str, Any], out: Path) -> str:
         "",
         _table({**rows, **mean_row}, keys),
         "",
-        f"The world model {verdict} every published score on the pooled AUROC: "
+        f"The world model {verdict} every published score on the pooled AUROC point value: "
         f"{format_ci(morrison['pooled_auroc']['world_model'])} against "
         f"{format_ci(morrison['pooled_auroc'][morrison['best_published']])} for the best published "
         f"score ({morrison['best_published']}); difference "
@@ -1306,7 +1337,8 @@ def report_real(section: dict[str, Any], out: Path) -> str:
         *_logistic_and_aim_lines(morrison),
         *_finetune_lines(morrison),
         *_concordance_lines(morrison),
-        *_sensitivity_lines(section.get("diagnostics", {}).get("pd1_sensitivity")),
+        *_sensitivity_lines(section.get("diagnostics", {}).get("pd1_sensitivity"),
+                            section.get("diagnostics", {}).get("pd1_sensitivity_finetuned")),
         _table({"Sade-Feldman pre": sade["pooled_auroc"]},
                _score_keys(sade["pooled_auroc"])),
         "",
@@ -1338,6 +1370,7 @@ __all__ = [
     "harrell_c",
     "immune_counts_to_composition",
     "logistic_signature_scores",
+    "logistic_with_regimen",
     "morrison1_pretreatment",
     "pd1_sensitivity",
     "published_scores",

@@ -470,8 +470,6 @@ class WorldModel:
         on_epoch
             ``on_epoch(member, record)`` after every epoch.
         """
-        from immunegym.world_model.timelines import split_patients
-
         if train_config is not None and not isinstance(train_config, TrainConfig):
             raise bad("train_config", train_config, "a TrainConfig or None")
         cfg = train_config or TrainConfig()
@@ -483,12 +481,7 @@ class WorldModel:
             raise bad("truth_train", f"<truth of {len(truth_train.valid)} patients>",
                       f"the hidden truth of the {len(train)} training patients")
         if val is None:
-            split = split_patients(train.patient_ids, test_fraction=0.0, val_fraction=0.15,
-                                   seed=seed)
-            rows_train, rows_val = np.nonzero(split == "train")[0], np.nonzero(split == "val")[0]
-            if len(rows_val) == 0 or len(rows_train) == 0:
-                raise ValidationError(f"train: {len(train)} patients are too few to hold out "
-                                 "validation patients; pass val explicitly")
+            rows_train, rows_val = _hold_out_validation(train, seed)
             if truth_train is not None:
                 truth_val = truth_train.subset(rows_val)
                 truth_train = truth_train.subset(rows_train)
@@ -569,8 +562,6 @@ class WorldModel:
         """
         import copy
 
-        from immunegym.world_model.timelines import split_patients
-
         if train_config is not None and not isinstance(train_config, TrainConfig):
             raise bad("train_config", train_config, "a TrainConfig or None")
         cfg = replace(train_config or FINE_TUNE_CONFIG, privileged=False)
@@ -582,12 +573,7 @@ class WorldModel:
                                   "model (use fit() to train from scratch)")
         train = _as_timelines("train", train)
         if val is None:
-            split = split_patients(train.patient_ids, test_fraction=0.0, val_fraction=0.15,
-                                   seed=seed)
-            rows_train, rows_val = np.nonzero(split == "train")[0], np.nonzero(split == "val")[0]
-            if len(rows_val) == 0 or len(rows_train) == 0:
-                raise ValidationError(f"train: {len(train)} patients are too few to hold out "
-                                      "validation patients; pass val explicitly")
+            rows_train, rows_val = _hold_out_validation(train, seed)
             train, val = train.subset(rows_train), train.subset(rows_val)
         else:
             val = _as_timelines("val", val)
@@ -942,6 +928,18 @@ class WorldModel:
         return (f"WorldModel(members={len(self.members)}, d_hidden={c.d_hidden}, "
                 f"d_dynamics={c.d_dynamics}, params/member={self.num_parameters():,}, "
                 f"privileged={self.config.privileged}, device={self.device})")
+
+
+def _hold_out_validation(train: Timelines, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the training and the validation patients: 15% held out by a hash of the id."""
+    from immunegym.world_model.timelines import split_patients
+
+    split = split_patients(train.patient_ids, test_fraction=0.0, val_fraction=0.15, seed=seed)
+    rows_train, rows_val = np.nonzero(split == "train")[0], np.nonzero(split == "val")[0]
+    if len(rows_val) == 0 or len(rows_train) == 0:
+        raise ValidationError(f"train: {len(train)} patients are too few to hold out "
+                              "validation patients; pass val explicitly")
+    return rows_train, rows_val
 
 
 def _cpu(x):
