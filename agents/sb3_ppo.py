@@ -9,6 +9,11 @@ It is then judged, greedy (``deterministic=True``), on the held-out patients in 
 shows up as a sim-to-real gap. Training shows a progress bar and logs to TensorBoard under
 ``--log-dir`` (the same run directory as the evaluation scalars).
 
+``--masked`` trains sb3-contrib's ``MaskablePPO`` instead: every rollout reads the env's
+action masks (:meth:`immunegym.env.adapters.sb3.ImmuneSB3VecEnv.action_masks`: course caps,
+toxicity holds and stops), so a dose level the protocol forbids is never sampled or
+learned from, and :class:`SB3Policy` passes the evaluation env's masks to ``predict``.
+
 Run ``python -m agents.sb3_ppo --help``; e.g.
 ``python -m agents.sb3_ppo --total-timesteps 200000 --save-path runs/sb3_ppo`` and later
 ``python -m agents.sb3_ppo --load-path runs/sb3_ppo`` to judge it again without training.
@@ -27,6 +32,8 @@ use ``PPO.load`` on a ``.zip``, use it only on files you made yourself.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +45,18 @@ from immunegym.planning.evaluate import leaderboard_scenario
 from immunegym.planning.policy import EpisodeStart
 
 if TYPE_CHECKING:
+    from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
     from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.vec_env import VecEnv
 
 ENV_ID = "ImmuneWorld-v0"
 FORMAT = "immunegym-agent-sb3-ppo"
 ACTIVATIONS = ("Tanh", "ReLU")
 """Activation functions a checkpoint may name (looked up in ``torch.nn``)."""
+POLICY_CLASSES = ("ActorCriticPolicy", "MaskableActorCriticPolicy")
+"""Policy classes a checkpoint may name: SB3's, or sb3-contrib's for ``--masked``."""
 
 
 @dataclass
@@ -75,6 +87,9 @@ class Args(CommonArgs):
     """units per hidden layer of the policy and value networks"""
     net_layers: int = 2
     """hidden layers of the policy and value networks"""
+    masked: bool = False
+    """train sb3-contrib's MaskablePPO on the env's action masks (forbidden doses are never
+    sampled) and act with the masks"""
     progress_bar: bool = True
     """show a progress bar while training (needs tqdm and rich)"""
     save_path: str = ""
@@ -98,30 +113,77 @@ class Args(CommonArgs):
         v.number("ent_coef", self.ent_coef, low=0.0)
         v.integer("net_width", self.net_width, low=1, high=65_536)
         v.integer("net_layers", self.net_layers, low=1, high=64)
+        v.boolean("masked", self.masked)
         v.boolean("progress_bar", self.progress_bar)
         check_path("save_path", self.save_path, load=False)
         check_path("load_path", self.load_path, load=True)
 
 
 class SB3Policy:
-    """A trained SB3 model (or its ``ActorCriticPolicy``) as a :class:`Policy`.
+    """A trained SB3 model (or its policy network) as a :class:`Policy`.
 
     Acts greedily: ``model.predict(obs, deterministic=True)`` on the batch of observations
-    (the most likely dose level of each therapy). It does not read the action mask; the env
-    withholds what its rules forbid.
+    (the most likely dose level of each therapy). A maskable model (sb3-contrib's
+    ``MaskablePPO`` or its ``MaskableActorCriticPolicy``, whose ``predict`` takes
+    ``action_masks``) gets the env's ``infos["action_mask"]`` in sb3-contrib's flat layout,
+    so it picks the most likely *allowed* level; without a mask in ``infos`` it acts
+    unmasked. A plain model does not read the mask; the env withholds what its rules forbid.
+
+    Parameters
+    ----------
+    model
+        ``PPO`` / ``MaskablePPO``, or an ``ActorCriticPolicy`` / ``MaskableActorCriticPolicy``
+        (e.g. from :func:`load`).
+
+    Attributes
+    ----------
+    maskable
+        Whether ``model.predict`` takes ``action_masks``.
     """
 
     name = "sb3_ppo"
 
     def __init__(self, model: Any) -> None:
+        predict = getattr(model, "predict", None)
+        if not callable(predict):
+            raise v.bad("model", model, "an SB3 model or policy (with predict(obs))")
         self.model = model
+        self.maskable = "action_masks" in inspect.signature(predict).parameters
 
     def start(self, episodes: EpisodeStart) -> None:
         """Nothing to plan: the policy reacts to each cycle's observation."""
 
     def act(self, obs: Any, infos: dict[str, np.ndarray]) -> np.ndarray:
-        actions, _ = self.model.predict(obs, deterministic=True)
+        """Greedy actions of every row (masked by ``infos["action_mask"]`` if maskable)."""
+        masks = self.action_masks(infos) if self.maskable else None
+        if masks is None:
+            actions, _ = self.model.predict(obs, deterministic=True)
+        else:
+            actions, _ = self.model.predict(obs, deterministic=True, action_masks=masks)
         return np.asarray(actions, dtype=np.int64)
+
+    def action_masks(self, infos: Any) -> np.ndarray | None:
+        """``infos["action_mask"]`` (``(n, *mask_shape)``) in sb3-contrib's flat layout.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(n, k)`` bool (see :meth:`ImmuneSB3VecEnv.action_masks`); ``None`` when
+            ``infos`` has no mask.
+
+        Raises
+        ------
+        ValidationError
+            If the mask does not fit the model's action space.
+        """
+        from immunegym.env.adapters.sb3 import _flat_masks
+
+        raw = infos.get("action_mask") if isinstance(infos, Mapping) else None
+        if raw is None:
+            return None
+        raw = np.asarray(raw, dtype=bool)
+        n = raw.shape[0] if raw.ndim else 0
+        return _flat_masks(raw.reshape(n, -1), self.model.action_space, n)
 
 
 def training_env_kwargs(args: Args) -> dict[str, Any]:
@@ -137,8 +199,74 @@ def policy_kwargs(args: Args) -> dict[str, Any]:
             "activation_fn": "Tanh", "ortho_init": True}
 
 
+def make_training_env(args: Args) -> VecEnv:
+    """The training env: ``n_envs`` episodes of ImmuneWorld-v0 on the training patients.
+
+    One native vector env (:func:`immunegym.env.adapters.sb3.make_vec_env`) in a
+    ``VecMonitor`` (SB3's ``rollout/ep_rew_mean``); it has ``action_masks()`` for
+    ``MaskablePPO``.
+    """
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from immunegym.env.adapters.sb3 import make_vec_env
+
+    return VecMonitor(make_vec_env(ENV_ID, n_envs=args.n_envs, seed=args.seed,
+                                   device=args.device, **training_env_kwargs(args)))
+
+
+def make_model(args: Args, venv: VecEnv) -> PPO:
+    """An untrained ``PPO`` (``MaskablePPO`` when ``args.masked``) on ``venv``, on the CPU.
+
+    Raises
+    ------
+    ImportError
+        ``args.masked`` without sb3-contrib (``pip install -e ".[rl]"`` installs it).
+    """
+    kwargs: dict[str, Any] = {
+        "learning_rate": args.learning_rate, "n_steps": args.n_steps,
+        "batch_size": args.batch_size, "n_epochs": args.n_epochs, "gamma": args.gamma,
+        "gae_lambda": args.gae_lambda, "ent_coef": args.ent_coef,
+        "policy_kwargs": _policy_kwargs(policy_kwargs(args)), "tensorboard_log": args.log_dir,
+        "seed": args.seed, "device": "cpu", "verbose": 0}
+    if args.masked:
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO("MlpPolicy", venv, **kwargs)
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", venv, **kwargs)
+
+
+def learn(model: PPO, args: Args, *, name: str, run_dir: str | None = None,
+          callback: BaseCallback | None = None) -> PPO:
+    """Run ``model.learn(args.total_timesteps)``, logging to TensorBoard.
+
+    Parameters
+    ----------
+    model
+        From :func:`make_model`.
+    args
+        The agent's arguments.
+    name
+        Run name (``LOG_DIR/<name>-<seed>_<n>`` when ``run_dir`` is ``None``).
+    run_dir
+        TensorBoard directory of SB3's training scalars.
+    callback
+        An SB3 callback (e.g. a dual update after each rollout).
+    """
+    from stable_baselines3.common.logger import configure
+
+    if run_dir is not None:
+        model.set_logger(configure(run_dir, ["tensorboard"]))
+    progress = args.progress_bar and _has_progress_bar()
+    model.learn(args.total_timesteps, callback=callback, progress_bar=progress,
+                tb_log_name=f"{name}-{args.seed}")
+    return model
+
+
 def train(args: Args, *, run_dir: str | None = None) -> PPO:
-    """Train PPO in ImmuneWorld-v0 on the training patients.
+    """Train PPO (``MaskablePPO`` with ``args.masked``) in ImmuneWorld-v0 on the training
+    patients.
 
     Parameters
     ----------
@@ -148,42 +276,37 @@ def train(args: Args, *, run_dir: str | None = None) -> PPO:
         TensorBoard directory of SB3's training scalars; by default a new run
         ``LOG_DIR/sb3_ppo-<seed>_<n>``.
     """
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import VecMonitor
-
-    from immunegym.env.adapters.sb3 import make_vec_env
-
-    venv = VecMonitor(make_vec_env(ENV_ID, n_envs=args.n_envs, seed=args.seed,
-                                   device=args.device, **training_env_kwargs(args)))
-    model = PPO("MlpPolicy", venv, learning_rate=args.learning_rate, n_steps=args.n_steps,
-                batch_size=args.batch_size, n_epochs=args.n_epochs, gamma=args.gamma,
-                gae_lambda=args.gae_lambda, ent_coef=args.ent_coef,
-                policy_kwargs=_policy_kwargs(policy_kwargs(args)),
-                tensorboard_log=args.log_dir, seed=args.seed, device="cpu", verbose=0)
-    if run_dir is not None:
-        model.set_logger(configure(run_dir, ["tensorboard"]))
-    progress = args.progress_bar and _has_progress_bar()
-    model.learn(args.total_timesteps, progress_bar=progress,
-                tb_log_name=f"sb3_ppo-{args.seed}")
+    venv = make_training_env(args)
+    model = make_model(args, venv)
+    learn(model, args, name="sb3_ppo", run_dir=run_dir)
     venv.close()
     return model
 
 
-def save(model: PPO | ActorCriticPolicy, path: str, args: Args) -> None:
-    """Write the policy's weights (safetensors) and its config (JSON) to the directory."""
+def save(model: PPO | ActorCriticPolicy, path: str, args: Args, *,
+         agent: str = "sb3_ppo") -> None:
+    """Write the policy's weights (safetensors) and its config (JSON) to the directory.
+
+    Raises
+    ------
+    ValidationError
+        If the policy is not one of :data:`POLICY_CLASSES`.
+    """
     import stable_baselines3
     import torch
 
     from agents._checkpoint import save_policy, space_to_json
 
     policy = getattr(model, "policy", model)
+    cls = type(policy).__name__
+    if cls not in POLICY_CLASSES:
+        raise v.bad("model", cls, f"a policy of class {' or '.join(POLICY_CLASSES)}")
     config = {
-        "agent": "sb3_ppo",
+        "agent": agent,
         "args": dataclasses.asdict(args),
         "env_id": ENV_ID,
         "env_kwargs": training_env_kwargs(args),
-        "policy": {"class": "ActorCriticPolicy", **policy_kwargs(args)},
+        "policy": {"class": cls, **policy_kwargs(args)},
         "observation_space": space_to_json(policy.observation_space),
         "action_space": space_to_json(policy.action_space),
         "num_timesteps": int(getattr(model, "num_timesteps", 0)),
@@ -194,8 +317,12 @@ def save(model: PPO | ActorCriticPolicy, path: str, args: Args) -> None:
     console.print(f"saved the policy to {path}")
 
 
-def load(path: str, *, device: str = "cpu") -> ActorCriticPolicy:
-    """Rebuild the ``ActorCriticPolicy`` :func:`save` wrote (JSON + safetensors, no pickle).
+def load(path: str, *,
+         device: str = "cpu") -> ActorCriticPolicy | MaskableActorCriticPolicy:
+    """Rebuild the policy :func:`save` wrote (JSON + safetensors, no pickle).
+
+    An ``ActorCriticPolicy``, or sb3-contrib's ``MaskableActorCriticPolicy`` for a
+    ``--masked`` run (:class:`SB3Policy` then acts with the env's masks).
 
     Raises
     ------
@@ -209,14 +336,20 @@ def load(path: str, *, device: str = "cpu") -> ActorCriticPolicy:
 
     tensors, config = load_policy(path, fmt=FORMAT)
     arch = dict(config["policy"])
-    if arch.pop("class", None) != "ActorCriticPolicy":
+    cls = arch.pop("class", None)
+    if cls not in POLICY_CLASSES:
         raise v.ValidationError(
-            f"load_path: {path!r}: policy class {config['policy'].get('class')!r};"
-                         " expected 'ActorCriticPolicy'")
+            f"load_path: {path!r}: policy class {cls!r}; expected one of "
+            f"{list(POLICY_CLASSES)}")
+    policy_class: type[Any] = ActorCriticPolicy
+    if cls == "MaskableActorCriticPolicy":
+        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+
+        policy_class = MaskableActorCriticPolicy
     lr = float(config["args"]["learning_rate"])
-    policy = ActorCriticPolicy(space_from_json(config["observation_space"]),
-                               space_from_json(config["action_space"]),
-                               lr_schedule=lambda _: lr, **_policy_kwargs(arch))
+    policy = policy_class(space_from_json(config["observation_space"]),
+                          space_from_json(config["action_space"]),
+                          lr_schedule=lambda _: lr, **_policy_kwargs(arch))
     load_state(policy, tensors, f"load_path: {path!r}")
     policy.set_training_mode(False)
     return policy.to(device)
