@@ -4,6 +4,7 @@
   standard regimens and standard of care per cancer type;
 * :mod:`.policy` / :mod:`.evaluate`: what an agent is, and how agents are judged;
 * :mod:`.scoring` / :mod:`.regimen_search`: batched CEM, beam and exhaustive search;
+* :mod:`.pruning`: searched plans simplified into protocols (``"anti_pd1 q3w x8"``);
 * :mod:`.counterfactuals`: outcome distributions of one patient under alternative regimens.
 """
 
@@ -17,6 +18,7 @@ _EXPORTS = {
     "RegimenPlan": "immunegym.planning.regimen",
     "STANDARD_OF_CARE": "immunegym.planning.regimen",
     "STANDARD_REGIMENS": "immunegym.planning.regimen",
+    "describe_plan": "immunegym.planning.regimen",
     "parse_plan": "immunegym.planning.regimen",
     "standard_of_care": "immunegym.planning.regimen",
     "EpisodeStart": "immunegym.planning.policy",
@@ -31,6 +33,9 @@ _EXPORTS = {
     "beam": "immunegym.planning.regimen_search",
     "exhaustive": "immunegym.planning.regimen_search",
     "search": "immunegym.planning.regimen_search",
+    "PrunedPlans": "immunegym.planning.pruning",
+    "prune_plans": "immunegym.planning.pruning",
+    "cohort_scorers": "immunegym.planning.pruning",
     "counterfactual": "immunegym.planning.counterfactuals",
     "Counterfactual": "immunegym.planning.counterfactuals",
     "plot_counterfactual_tree": "immunegym.planning.counterfactuals",

@@ -5,8 +5,9 @@ one native vector env with one row per patient, each row pinned to its bank pati
 one episode. A :class:`Policy` sees, at the start, only what a clinic knows
 (:class:`EpisodeStart`: the cancer type, the baseline biopsy and scan) and then, every
 cycle, the observation and the info (action mask included). :func:`evaluate_policy` returns
-per-patient outcomes (:class:`Evaluation`): return, RECIST best response, grade >= 3 irAE,
-progression-free survival and death.
+per-patient outcomes (:class:`Evaluation`): return, RECIST best response, grade >= 3 irAE
+and adverse events, progression-free survival, death (and whether it was treatment-related),
+and discontinuation for toxicity.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from immunegym.validation import seed as validate_seed
 
 SIMULATORS: tuple[str, ...] = ("world", "sim")
 """``"world"``: ImmuneWorld-v0 (the world model); ``"sim"``: ImmuneSim-v0 (ground truth)."""
+
+ONE_YEAR_DAYS = 365
+"""Overall survival "at one year" is survival to the end of the last whole cycle within it
+(``365 // cycle_days`` cycles: 17 cycles, day 357, with 3-week cycles)."""
 
 
 @dataclass
@@ -53,6 +58,19 @@ class Evaluation:
         ``(n,)`` the patient died in the episode.
     given
         ``(n, H, R)`` dose multiples actually given per cycle (zeros after the end).
+    death_cycle
+        ``(n,)`` the cycle (1-based) in which the patient died, 0 if alive at the episode's
+        end; ``None`` when unknown (then only ``died`` is).
+    treatment_death
+        ``(n,)`` the death was treatment-related (the env's ``info["treatment_death"]``:
+        fatal irAE, febrile neutropenia or overwhelming toxicity load), not the tumor's;
+        ``None`` when unknown.
+    discontinued
+        ``(n,)`` some therapy was stopped for toxicity by the episode's end (the env's
+        ``info["discontinued"]``: a protocol stop after an irAE or exhausted dose
+        reductions, or the patient unfit from toxicity load); ``None`` when unknown.
+    cycle_days
+        Days per cycle of the scenario (fixes which cycle ends the first year).
     """
 
     policy: str
@@ -67,6 +85,10 @@ class Evaluation:
     pfs_event: np.ndarray
     died: np.ndarray
     given: np.ndarray
+    death_cycle: np.ndarray | None = None
+    treatment_death: np.ndarray | None = None
+    discontinued: np.ndarray | None = None
+    cycle_days: int = 21
 
     def __repr__(self) -> str:
         return (f"Evaluation(policy={self.policy!r}, simulator={self.simulator!r}, "
@@ -78,8 +100,55 @@ class Evaluation:
         """``(n,)`` best response PR or CR."""
         return np.isin(self.best_response, ("PR", "CR"))
 
+    @property
+    def ae3(self) -> np.ndarray:
+        """``(n,)`` at least one grade >= 3 adverse event of any kind (``cost > 0``)."""
+        return np.asarray(self.cost) > 0
+
+    @property
+    def one_year_cycles(self) -> int:
+        """Cycles that end within one year (:data:`ONE_YEAR_DAYS` ``// cycle_days``)."""
+        return ONE_YEAR_DAYS // int(self.cycle_days)
+
+    def alive_at_one_year(self) -> np.ndarray | None:
+        """``(n,)`` not dead by the end of cycle :attr:`one_year_cycles`; ``None`` when the
+        episodes are shorter than that (a year not followed).
+
+        Deaths are seen only within the episode: with ``terminate_on_progression`` (the
+        leaderboard's scenario) an episode ends at RECIST progression, so a death after
+        progression but within the year is not seen and the patient counts as alive.
+        """
+        horizon = int(self.given.shape[1]) if np.ndim(self.given) == 3 else 0
+        year = self.one_year_cycles
+        died = np.asarray(self.died, dtype=bool)
+        if self.death_cycle is not None:
+            if horizon < year:
+                return None
+            cycle = np.asarray(self.death_cycle)
+            return ~(died & (cycle >= 1) & (cycle <= year))
+        # Only "died in the episode" is known: that is one-year survival iff H == a year.
+        return ~died if horizon == year else None
+
     def summary(self, *, seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
-        """Means with bootstrap 95% CIs over patients, and the Kaplan-Meier PFS median."""
+        """Means with bootstrap 95% CIs over patients, and the Kaplan-Meier PFS median.
+
+        Parameters
+        ----------
+        seed
+            Seed of the bootstrap resampling (the same resamples for every metric).
+        n_boot
+            Bootstrap resamples.
+
+        Returns
+        -------
+        dict
+            ``return``, ``orr``, ``irae``, ``ae3`` (share with any grade >= 3 adverse event),
+            ``os_1y`` (:meth:`alive_at_one_year`; ``None`` for shorter episodes),
+            ``discontinuation`` (share with a therapy stopped for toxicity), ``deaths``
+            (share with a treatment-related death) and ``death_rate`` (any death), each with
+            ``<name>_ci95`` (``None`` where the metric is unknown), plus
+            ``adverse_events_per_patient``, ``pfs_median_cycles`` and its CI.
+        """
         from immunegym.sim.trial import km_median
 
         n_boot = integer("n_boot", n_boot, low=1, high=1_000_000)
@@ -92,9 +161,17 @@ class Evaluation:
             lo, hi = np.quantile(x[boot].mean(1), [0.025, 0.975])
             return float(x.mean()), [float(lo), float(hi)]
 
+        def maybe(x: np.ndarray | None) -> tuple[float | None, list[float] | None]:
+            return (None, None) if x is None else mean_ci(x)
+
         ret, ret_ci = mean_ci(self.returns)
         orr, orr_ci = mean_ci(self.responder)
         irae, irae_ci = mean_ci(self.irae)
+        ae3, ae3_ci = mean_ci(self.ae3)
+        os_1y, os_1y_ci = maybe(self.alive_at_one_year())
+        disc, disc_ci = maybe(self.discontinued)
+        deaths, deaths_ci = maybe(self.treatment_death)
+        death_rate, death_rate_ci = mean_ci(self.died)
         if self.pfs_event.any():
             median, median_ci = km_median(self.pfs_cycles.astype(float), self.pfs_event)
         else:  # nobody progressed or died: the median is not reached
@@ -104,10 +181,14 @@ class Evaluation:
             "return": ret, "return_ci95": ret_ci,
             "orr": orr, "orr_ci95": orr_ci,
             "irae": irae, "irae_ci95": irae_ci,
+            "ae3": ae3, "ae3_ci95": ae3_ci,
             "adverse_events_per_patient": float(self.cost.mean()),
             "pfs_median_cycles": _finite(median),
             "pfs_median_ci95": [_finite(v) for v in median_ci],
-            "death_rate": float(self.died.mean()),
+            "os_1y": os_1y, "os_1y_ci95": os_1y_ci,
+            "discontinuation": disc, "discontinuation_ci95": disc_ci,
+            "deaths": deaths, "deaths_ci95": deaths_ci,
+            "death_rate": death_rate, "death_rate_ci95": death_rate_ci,
         }
 
 
@@ -185,6 +266,9 @@ def evaluate_policy(policy: Policy, simulator: str, scenario: Scenario, *,
     cost = np.zeros(n)
     irae = np.zeros(n, dtype=bool)
     died = np.zeros(n, dtype=bool)
+    death_cycle = np.zeros(n, dtype=np.int64)
+    treatment_death = np.zeros(n, dtype=bool)
+    discontinued = np.zeros(n, dtype=bool)
     event = np.zeros(n, dtype=bool)
     pfs = np.full(n, h, dtype=np.int64)
     best = np.zeros(n, dtype=np.int64)
@@ -197,7 +281,11 @@ def evaluate_policy(policy: Policy, simulator: str, scenario: Scenario, *,
         returns[live] += reward[live]
         cost[live] += infos["cost"][live]
         irae |= live & infos["irae"]
+        death_cycle[live & infos["died"] & ~died] = cycle + 1
         died |= live & infos["died"]
+        treatment_death |= live & infos["treatment_death"]
+        # Stops are permanent: the flag of a row's last step is its episode's.
+        discontinued |= live & np.asarray(infos["discontinued"]).reshape(n, -1).any(-1)
         given[live, cycle] = infos["given"][live]
         ended = live & ~event & (infos["died"] | infos["progressed"])
         pfs[ended] = cycle + 1
@@ -209,7 +297,9 @@ def evaluate_policy(policy: Policy, simulator: str, scenario: Scenario, *,
             break
     env.close()
     return Evaluation(policy.name, simulator, start.patient_id, start.cancer_type, returns,
-                      np.asarray(RESPONSE_CODES)[best], irae, cost, pfs, event, died, given)
+                      np.asarray(RESPONSE_CODES)[best], irae, cost, pfs, event, died, given,
+                      death_cycle=death_cycle, treatment_death=treatment_death,
+                      discontinued=discontinued, cycle_days=scenario.cycle_days)
 
 
 def _finite(x: float) -> float | None:
@@ -245,9 +335,13 @@ def leaderboard_scenario(*, held_out: bool = True, horizon: int = 8, n_patients:
 def leaderboard_entry(results: dict[str, Evaluation]) -> dict[str, Any]:
     """One agent's leaderboard keys from its evaluations in ``"sim"`` (and ``"world"``).
 
-    ``return_sim``, ``orr_sim``, ``irae_sim``, ``pfs_median_sim``, ``death_rate_sim``,
-    ``return_by_cancer_type_sim``; with a world evaluation also ``return_world`` and
-    ``sim_to_real_gap`` (world minus sim). Full summaries sit under ``"sim"`` / ``"world"``.
+    ``return_sim``, ``orr_sim``, ``irae_sim``, ``ae3_sim`` (any grade >= 3 adverse event),
+    ``pfs_median_sim``, ``os_1y_sim`` (alive at the end of the first year's last cycle, seen
+    within the episode; ``None`` for episodes shorter than a year), ``discontinuation_sim``
+    (a therapy stopped for toxicity), ``deaths_sim`` (treatment-related deaths),
+    ``death_rate_sim`` (any death), ``return_by_cancer_type_sim``; with a world evaluation
+    also ``return_world`` and ``sim_to_real_gap`` (world minus sim). Full summaries, with
+    every 95% bootstrap CI as ``<metric>_ci95``, sit under ``"sim"`` / ``"world"``.
     """
     if not isinstance(results, dict) or "sim" not in results or not all(
             isinstance(v, Evaluation) for v in results.values()):
@@ -259,7 +353,9 @@ def leaderboard_entry(results: dict[str, Evaluation]) -> dict[str, Any]:
                for c in np.unique(sim_eval.cancer_type)}
     out: dict[str, Any] = {
         "return_sim": sim["return"], "orr_sim": sim["orr"], "irae_sim": sim["irae"],
-        "pfs_median_sim": sim["pfs_median_cycles"], "death_rate_sim": sim["death_rate"],
+        "ae3_sim": sim["ae3"], "pfs_median_sim": sim["pfs_median_cycles"],
+        "os_1y_sim": sim["os_1y"], "discontinuation_sim": sim["discontinuation"],
+        "deaths_sim": sim["deaths"], "death_rate_sim": sim["death_rate"],
         "return_by_cancer_type_sim": by_type, "sim": sim,
     }
     if "world" in results:
