@@ -383,26 +383,37 @@ def bench_speed(
 @bench_app.command("planners")
 def bench_planners(
     quick: Annotated[bool, typer.Option(
-        help="64 patients, smaller searches, 30k PPO steps: minutes on 2 CPUs.")] = False,
+        help="48 patients, smaller searches, 20k PPO steps, 5 RLlib iterations, MPC "
+             "replanning every 4 cycles: about 5 minutes on 2 CPUs.")] = False,
     n_patients: Annotated[int | None, typer.Option(help="Held-out patients.")] = None,
-    horizon: Annotated[int | None, typer.Option(help="Cycles per episode.")] = None,
+    horizon: Annotated[int | None, typer.Option(
+        help="Cycles per episode (17: one year).")] = None,
     ppo_timesteps: Annotated[int | None, typer.Option(
-        help="SB3 PPO training steps (0 leaves PPO out).")] = None,
+        help="SB3 PPO and PPO-Lagrangian training steps (0 leaves both out).")] = None,
     rllib_iterations: Annotated[int | None, typer.Option(
-        help="RLlib PPO iterations (0 leaves it out; the full run has 0).")] = None,
+        help="RLlib PPO iterations (0 leaves it out).")] = None,
     cem_population: Annotated[int | None, typer.Option(
         help="CEM plans per patient and iteration (the oracle uses the same).")] = None,
     cem_iterations: Annotated[int | None, typer.Option(
         help="CEM iterations (the oracle uses the same).")] = None,
     beam_width: Annotated[int | None, typer.Option(
         help="Beam search width (0 leaves beam out).")] = None,
+    replan_every: Annotated[int | None, typer.Option(
+        help="MPC plans again every this many cycles (>= 1).")] = None,
+    pessimism: Annotated[float | None, typer.Option(
+        help="Risk aversion k of CEM, beam and MPC: mean minus k std over the ensemble "
+             "(>= 0; default 1; cem_k0 runs CEM with k = 0 beside it).")] = None,
+    cost_target: Annotated[float | None, typer.Option(
+        help="PPO-Lagrangian's budget of grade >= 3 adverse events per episode (>= 0; "
+             "default 0.6, standard of care's).")] = None,
     agent: Annotated[list[str] | None, typer.Option(
-        "--agent", help="Run only these agents (repeatable); the oracle always runs.")] = None,
+        "--agent", "--only",
+        help="Run only these agents (repeatable); the oracle always runs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of agents and envs.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Directory for leaderboard.md and leaderboard.png.")] = None,
+        help="Directory for leaderboard.md, leaderboard.png and pareto.png.")] = None,
 ) -> None:
     """Every agent on the same held-out patients, judged in ImmuneSim (the ground truth)."""
     import dataclasses
@@ -420,11 +431,13 @@ def bench_planners(
     cfg = QUICK if quick else FULL
     overrides = {"n_patients": n_patients, "horizon": horizon, "ppo_timesteps": ppo_timesteps,
                  "rllib_iterations": rllib_iterations, "cem_population": cem_population,
-                 "cem_iterations": cem_iterations, "beam_width": beam_width}
+                 "cem_iterations": cem_iterations, "beam_width": beam_width,
+                 "replan_every": replan_every, "pessimism": pessimism,
+                 "cost_target": cost_target}
     cfg = dataclasses.replace(cfg, seed=seed,
                               **{k: x for k, x in overrides.items() if x is not None})
     check_config(cfg, option_names=True)
-    check_only(cfg, agent, field="--agent")
+    check_only(cfg, agent, field="--agent/--only")
     _output_file("--json", json_path)
     _output_dir("--out", out)
     result = run_leaderboard(cfg, device=device, only=agent, log=console.print)
@@ -448,8 +461,17 @@ def plan(
     out: Annotated[Path, typer.Option(help="Directory for the tree PNG.")] = Path(
         "immunegym-out"),
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    prune: Annotated[bool, typer.Option(
+        "--prune/--no-prune", help="Prune the searched plans into protocol text.")] = True,
+    tolerance: Annotated[float, typer.Option(
+        help="Largest fall in predicted return a pruning edit may cause (>= 0).")] = 0.0,
 ) -> None:
-    """Ranked regimens for one patient, their counterfactual outcomes and the tree plot."""
+    """Ranked regimens for one patient, their counterfactual outcomes and the tree plot.
+
+    With ``--prune`` (the default) each searched plan is also simplified into a protocol
+    (``anti_pd1 q3w x8``) and printed with its predicted return and, for a cohort ImmuneSim
+    generated, its true return.
+    """
     from immunegym.env.scenario import MAX_HORIZON
     from immunegym.planning.regimen_search import METHODS
 
@@ -463,6 +485,7 @@ def plan(
     device = _device("--device", device)
     _output_dir("--out", out)
     _output_file("--json", json_path)
+    v.number("--tolerance", tolerance, low=0.0)
     from immunegym.planning.regimen import parse_plan
 
     for text in regimen or []:
@@ -521,6 +544,8 @@ def plan(
                       f"{row.final_sod_mm_q95:.0f})",
                       f"{row.sd_log_sod_epistemic:.2f} / {row.sd_log_sod_aleatoric:.2f}")
     console.print(table)
+    pruned = _prune_ranked(adata, patient, ranked, model=model, horizon=horizon,
+                           tolerance=tolerance, seed=seed, device=device) if prune else None
     png = plot_counterfactual_tree(cf, out / f"counterfactual_tree_{_safe(patient)}.png")
     console.print(f"wrote {png}")
     if json_path is not None:
@@ -528,7 +553,48 @@ def plan(
                   "budget": budget, "ranked": [{"regimen": str(p), "predicted_return": r}
                                                for p, r in ranked],
                   "counterfactual": cf.to_dict()}
+        if pruned is not None:
+            result.update(tolerance=tolerance, pruned=pruned)
         _write_json(json_path, result)
+
+
+def _prune_ranked(adata, patient: str, ranked, *, model, horizon: int, tolerance: float,
+                  seed: int, device: str) -> list[dict[str, Any]]:
+    """Prune the searched plans of ``plan``, print them as protocols, return JSON records."""
+    import numpy as np
+
+    from immunegym.planning.pruning import cohort_scorers, prune_plans
+
+    scorers = cohort_scorers(adata, [patient] * len(ranked), model=model, horizon=horizon,
+                             seed=seed, device=device)
+    pruned = prune_plans(scorers.world, scorers.world_rows,
+                         np.stack([p.cycle_doses(horizon) for p, _ in ranked]),
+                         tolerance=tolerance)
+    truth = None
+    if scorers.truth is not None:
+        both = np.stack([pruned.original_plans, pruned.plans], axis=1)
+        truth = scorers.truth(scorers.truth_rows, both)
+    console.print(f"readable plans (searched plans pruned in the world model; an edit is kept "
+                  f"when the predicted return falls by at most {tolerance:g}):")
+    records = pruned.records()
+    for i, rec in enumerate(records):
+        rec["rank"] = i + 1
+        rec["predicted_return"] = rec.pop("value")
+        rec["original_predicted_return"] = rec.pop("original_value")
+        rec["true_return"] = None if truth is None else float(truth[i, 1])
+        rec["original_true_return"] = None if truth is None else float(truth[i, 0])
+        true = ("" if truth is None else f"; true return (ImmuneSim) "
+                f"{truth[i, 1]:.2f} (searched plan {truth[i, 0]:.2f})")
+        same = next((j + 1 for j in range(i) if records[j]["regimen"] == rec["regimen"]), None)
+        console.print(f"  {i + 1:>4}  {rec['regimen']}"
+                      + ("" if same is None else f" (as {same})"), highlight=False)
+        console.print(f"        predicted return {rec['predicted_return']:.2f} (searched plan "
+                      f"{rec['original_predicted_return']:.2f}){true}", highlight=False)
+        if rec["regimen"] != rec["original_regimen"]:
+            console.print(f"        searched: {rec['original_regimen']}", highlight=False)
+    if truth is None:
+        console.print(f"  no true return: {scorers.why_no_truth}", highlight=False)
+    return records
 
 
 def found_cancer(adata, patient: str) -> str:

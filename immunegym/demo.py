@@ -449,11 +449,13 @@ def env_episode(out_dir: str | os.PathLike[str] = "immunegym-out",
 
 def planner_leaderboard(out_dir: str | os.PathLike[str] = "immunegym-out",
                         console: Console | None = None) -> Path:
-    """Standard of care vs CEM vs a short PPO (and random), judged in ImmuneSim.
+    """Standard of care vs CEM vs MPC vs a short PPO (and random), judged in ImmuneSim.
 
-    The pretrained world model plans (CEM) and trains (PPO, 30k steps); 64 held-out ImmuneSim
-    patients judge them; the oracle is CEM with ImmuneSim as its model. Prints the
-    leaderboard and writes ``leaderboard.md`` / ``leaderboard.png`` into ``out_dir``.
+    The pretrained world model plans (CEM, and MPC replanning every 2 cycles from the
+    latest biopsy and scan) and trains (PPO, 30k steps); 48 held-out ImmuneSim patients
+    judge them over 8 cycles; the oracle is CEM with ImmuneSim as its model. Prints the
+    leaderboard and writes ``leaderboard.md`` / ``leaderboard.png`` / ``pareto.png`` into
+    ``out_dir``, then :func:`mpc_vs_standard_of_care`.
 
     Returns
     -------
@@ -467,10 +469,86 @@ def planner_leaderboard(out_dir: str | os.PathLike[str] = "immunegym-out",
     )
 
     console = console or Console()
-    cfg = LeaderboardConfig(n_patients=64, horizon=8, cem_population=48, cem_iterations=4,
-                            beam_width=0, ppo_timesteps=30_000)
+    cfg = LeaderboardConfig(n_patients=48, horizon=8, cem_population=32, cem_iterations=3,
+                            beam_width=0, ppo_timesteps=30_000, rllib_iterations=0,
+                            replan_every=2)
+    agents = ["random", "standard_of_care", "sb3_ppo", "cem", "mpc"]
     console.print("planner leaderboard: random, standard of care, PPO (30k steps in the world "
-                  "model) and CEM, on 64 held-out ImmuneSim patients")
-    result = run_leaderboard(cfg, log=console.print)
+                  "model), CEM and MPC, on 48 held-out ImmuneSim patients")
+    result = run_leaderboard(cfg, only=agents, log=console.print)
     show_and_write(result, out=Path(out_dir), console=console)
+    mpc_vs_standard_of_care(out_dir, console=console)
     return Path(out_dir) / "leaderboard.png"
+
+
+class _Recorder:
+    """A policy that remembers what its episodes started from (the demo's history)."""
+
+    def __init__(self, policy) -> None:
+        self.policy, self.name, self.episodes = policy, policy.name, None
+
+    def start(self, episodes) -> None:
+        self.episodes = episodes
+        self.policy.start(episodes)
+
+    def act(self, obs, infos):
+        return self.policy.act(obs, infos)
+
+
+def mpc_vs_standard_of_care(out_dir: str | os.PathLike[str] = "immunegym-out",
+                            console: Console | None = None, *, n_patients: int = 8,
+                            horizon: int = 8, seed: int = 0) -> Path:
+    """One held-out patient: what MPC gave against standard of care, as a counterfactual tree.
+
+    Both policies act on the same ``n_patients`` held-out ImmuneSim patients (MPC plans in
+    the world model and replans every 2 cycles from the latest biopsy and scan); the patient
+    where the two differ most in true return is shown. The doses each actually gave are
+    written as protocols (:func:`~immunegym.planning.regimen.describe_plan`) and branched
+    from that patient's baseline biopsy and scan in the world model
+    (:func:`~immunegym.planning.counterfactuals.counterfactual`); ImmuneSim's own outcome
+    of each is printed beside the prediction.
+
+    Returns
+    -------
+    pathlib.Path
+        The counterfactual tree PNG.
+    """
+    import numpy as np
+
+    from agents.mpc import MPCPlanner
+    from agents.standard_of_care import StandardOfCare
+    from immunegym.planning.counterfactuals import counterfactual, plot_counterfactual_tree
+    from immunegym.planning.evaluate import evaluate_policy, leaderboard_scenario
+    from immunegym.planning.regimen import describe_plan
+    from immunegym.world_model import load
+    from immunegym.world_model.timelines import baseline_timelines
+
+    console = console or Console()
+    model = load()
+    scenario = leaderboard_scenario(n_patients=n_patients, horizon=horizon)
+    policies = {"standard of care": _Recorder(StandardOfCare()),
+                "MPC": _Recorder(MPCPlanner("world", model=model, population=32, iterations=3,
+                                            replan_every=2, pessimism=1.0, seed=seed))}
+    runs = {k: evaluate_policy(p, "sim", scenario, model=model, seed=seed)
+            for k, p in policies.items()}
+    gap = runs["MPC"].returns - runs["standard of care"].returns
+    i = int(np.argmax(np.abs(gap)))
+    start = policies["standard of care"].episodes
+    texts = {k: describe_plan(r.given[i]) or "none" for k, r in runs.items()}
+    pid = str(start.patient_id[i])
+    history = baseline_timelines(start.composition[i:i + 1], start.sod_mm[i:i + 1], [pid],
+                                 cancer_type=str(start.cancer_type[i]), programs=())
+    regimens = list(dict.fromkeys(texts.values()))
+    cf = counterfactual(history, regimens, 32, model=model, horizon=horizon, seed=seed)
+    table = Table(title=f"MPC vs standard of care for held-out patient {pid} "
+                        f"({start.cancer_type[i]}, {horizon} cycles)")
+    for col in ("policy", "what it gave", "return (ImmuneSim)", "best response (ImmuneSim)"):
+        table.add_column(col)
+    for k, r in runs.items():
+        table.add_row(k, texts[k], f"{r.returns[i]:+.2f}", str(r.best_response[i]))
+    console.print(table)
+    path = plot_counterfactual_tree(
+        cf, Path(out_dir) / "mpc_vs_standard_of_care_tree.png",
+        title=f"{pid}: standard of care vs MPC, world-model branches")
+    console.print(f"wrote {path}")
+    return path

@@ -67,6 +67,9 @@ def test_demo_writes_png(tmp_path):
     forecast = tmp_path / "out" / "world_model_heldout_forecast.png"
     assert forecast.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "world model forecast of a held-out patient" in result.output
+    tree = tmp_path / "out" / "mpc_vs_standard_of_care_tree.png"
+    assert tree.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "MPC vs standard of care for held-out patient" in result.output
 
 
 def test_bench_harmonize_writes_json(tmp_path):

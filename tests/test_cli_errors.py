@@ -204,7 +204,8 @@ def test_bench_speed_refuses_bad_options(args, names):
 
 @pytest.mark.parametrize(("args", "names"), [
     (["--agent", "ppo"], ["--agent", "'ppo'", "did you mean"]),
-    (["--agent", "rllib_ppo"], ["--agent", "rllib_iterations is 0", "--rllib-iterations"]),
+    (["--rllib-iterations", "0", "--agent", "rllib_ppo"],
+     ["--agent", "rllib_iterations is 0", "--rllib-iterations"]),
     (["--n-patients", "0"], ["--n-patients"]),
     (["--horizon", "1000"], ["--horizon"]),
     (["--cem-population", "0"], ["--cem-population"]),

@@ -378,7 +378,9 @@ def test_evaluate_standard_of_care_in_sim(scenario) -> None:
     s = ev.summary()
     assert set(s) == {"n_patients", "return", "return_ci95", "orr", "orr_ci95", "irae",
                       "irae_ci95", "adverse_events_per_patient", "pfs_median_cycles",
-                      "pfs_median_ci95", "death_rate"}
+                      "pfs_median_ci95", "death_rate", "death_rate_ci95", "ae3", "ae3_ci95",
+                      "os_1y", "os_1y_ci95", "discontinuation", "discontinuation_ci95",
+                      "deaths", "deaths_ci95"}
     assert s["n_patients"] == 8
     for key in ("return", "orr", "irae"):
         lo, hi = s[f"{key}_ci95"]
@@ -537,11 +539,12 @@ def test_leaderboard_result(board, model) -> None:
     from immunegym.planning.evaluate import evaluate_policy, leaderboard_scenario
 
     board, logs = board
-    assert set(board) == {"agents", "oracle", "aims", "config"}
-    assert list(board["agents"]) == ["random", "standard_of_care", "cem", "beam"]
+    assert set(board) == {"agents", "oracle", "aims", "definitions", "config"}
+    assert list(board["agents"]) == ["random", "standard_of_care", "cem", "cem_k0", "beam",
+                                     "mpc"]
     for entry in [*board["agents"].values(), board["oracle"]]:
         _check_entry(entry)
-    assert len(logs) == 5 and logs[-1].startswith("oracle:")
+    assert len(logs) == 7 and logs[-1].startswith("oracle:")
     cfg = board["config"]
     assert {k: cfg[k] for k in TINY} == TINY
     assert cfg["scenario"]["bank_size"] == 6 and cfg["scenario"]["horizon"] == 2
