@@ -28,46 +28,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents._common import MAX_HORIZON, CommonArgs, judge, writer_for
+from agents import cem
+from agents._common import MAX_HORIZON, judge, writer_for
 from agents.cem import CEMPlanner
 from immunegym import validation as v
-from immunegym.planning.regimen_search import MAX_ITERATIONS, MAX_POPULATION
-from immunegym.planning.scoring import MAX_SAMPLES
 
 
 @dataclass
-class Args(CommonArgs):
+class Args(cem.Args):
     """Model-predictive control: CEM re-planned from every new observation."""
 
-    population: int = 64
-    """plans sampled per patient and iteration"""
-    iterations: int = 6
-    """CEM iterations per (re)plan"""
-    elite_fraction: float = 0.125
-    """share of the population that refits the distribution"""
-    smoothing: float = 0.25
-    """weight of the previous distribution in the refit"""
     replan_every: int = 1
     """plan the cycles left again every K cycles (K >= 1)"""
-    pessimism: float = 0.0
-    """score = mean - PESSIMISM x std over members (0: the mean; ~1: risk-averse)"""
-    n_samples: int = 0
-    """simulations per plan (0: one per ensemble member; 2 in ImmuneSim)"""
-    oracle: bool = False
-    """re-plan in ImmuneSim with the true patients (the planner's ceiling)"""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        v.integer("population", self.population, low=2, high=MAX_POPULATION)
-        v.integer("iterations", self.iterations, low=1, high=MAX_ITERATIONS)
-        v.number("elite_fraction", self.elite_fraction, low=0.0, high=1.0, low_open=True)
-        v.number("smoothing", self.smoothing, low=0.0, high=1.0, high_open=True)
+        # Before CEM's checks: its 0 means "plan once", and an MPC that never replans is
+        # not one, so the MPC's own bound is the one a bad value meets.
         v.integer("replan_every", self.replan_every, low=1, high=MAX_HORIZON,
                   hint="cycles between plans")
-        v.number("pessimism", self.pessimism, low=0.0)
-        v.integer("n_samples", self.n_samples, low=0, high=MAX_SAMPLES,
-                  hint="0: one per ensemble member")
-        v.boolean("oracle", self.oracle)
+        super().__post_init__()
 
 
 class MPCPlanner(CEMPlanner):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
@@ -23,15 +22,6 @@ from immunegym.validation import ValidationError
 RADIO = 3  # THERAPIES index of radiotherapy (capped at 2 courses)
 TINY = {"horizon": 4, "eval_patients": 4, "train_patients": 16, "progress_bar": False,
         "n_envs": 8, "n_steps": 4, "batch_size": 16, "n_epochs": 1}
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks train fastest on one torch thread, and so does a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class MaskAudit(VecEnvWrapper):
@@ -73,7 +63,7 @@ def _exhausted_radio(n: int = 8, seed: int = 0) -> tuple[np.ndarray, dict[str, n
     return obs, infos
 
 
-def test_masked_training_never_samples_a_masked_action(monkeypatch, one_thread,
+def test_masked_training_never_samples_a_masked_action(monkeypatch, one_torch_thread,
                                                        tmp_path: Path) -> None:
     audits: list[MaskAudit] = []
     make = sb3_ppo.make_training_env
@@ -94,7 +84,7 @@ def test_masked_training_never_samples_a_masked_action(monkeypatch, one_thread,
     assert audit.violations == 0
 
 
-def test_policy_acts_within_the_env_masks(one_thread, tmp_path: Path) -> None:
+def test_policy_acts_within_the_env_masks(one_torch_thread, tmp_path: Path) -> None:
     args = sb3_ppo.Args(masked=True, total_timesteps=64, log_dir=str(tmp_path), **TINY)
     policy = sb3_ppo.SB3Policy(sb3_ppo.train(args))
     assert policy.maskable
@@ -116,7 +106,7 @@ def test_policy_acts_within_the_env_masks(one_thread, tmp_path: Path) -> None:
     np.testing.assert_array_equal(policy.act(obs, {}), unmasked)
 
 
-def test_masked_main_saves_loads_and_judges(one_thread, tmp_path: Path) -> None:
+def test_masked_main_saves_loads_and_judges(one_torch_thread, tmp_path: Path) -> None:
     save_dir = tmp_path / "masked"
     args = sb3_ppo.Args(masked=True, total_timesteps=64, save_path=str(save_dir),
                         log_dir=str(tmp_path / "runs"), **TINY)

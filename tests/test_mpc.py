@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from immunegym.data.vocab import THERAPIES
 from immunegym.validation import ValidationError
@@ -19,12 +18,8 @@ TINY = {"population": 3, "iterations": 1, "n_samples": 2}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
+def _one_torch_thread(one_torch_thread):
     """Tiny batches: intra-op threads only add contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

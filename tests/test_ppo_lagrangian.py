@@ -11,7 +11,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -22,15 +21,6 @@ from immunegym.validation import ValidationError
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"horizon": 2, "eval_patients": 4, "train_patients": 16, "progress_bar": False,
         "n_envs": 8, "n_steps": 4, "batch_size": 16, "n_epochs": 1}
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks train fastest on one torch thread, and so does a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class CostlyVecEnv(VecEnv):
@@ -154,7 +144,7 @@ def test_wrapper_refuses_bad_multipliers_and_missing_costs() -> None:
 
 
 # ---------------------------------------------------------------------- the dual update
-def test_lambda_grows_when_over_budget(one_thread) -> None:
+def test_lambda_grows_when_over_budget(one_torch_thread) -> None:
     record = _train_on_fake(cost_target=0.0)
     # Every rollout (4 steps, episodes of 2) ends 8 episodes of mean cost 5: +0.05 * 5.
     assert record.timesteps == [16, 32, 48, 64]
@@ -163,7 +153,7 @@ def test_lambda_grows_when_over_budget(one_thread) -> None:
     assert len(record.episode_costs) == 32
 
 
-def test_lambda_is_clamped_at_zero_under_budget(one_thread) -> None:
+def test_lambda_is_clamped_at_zero_under_budget(one_torch_thread) -> None:
     record = _train_on_fake(cost_target=1e6)
     assert record.lambdas == [0.0] * 4
     record = _train_on_fake(cost_target=6.0, lambda_init=0.12)  # down 0.05 a rollout
@@ -172,7 +162,7 @@ def test_lambda_is_clamped_at_zero_under_budget(one_thread) -> None:
 
 
 # ---------------------------------------------------------------------- the agent
-def test_tiny_run_through_the_leaderboard_interface(one_thread, tmp_path: Path) -> None:
+def test_tiny_run_through_the_leaderboard_interface(one_torch_thread, tmp_path: Path) -> None:
     args = pl.Args(seed=0, horizon=2, device="cpu", total_timesteps=128, cost_target=0.0,
                    progress_bar=False, log_dir=str(tmp_path),
                    **{k: v for k, v in TINY.items() if k not in ("horizon", "progress_bar")})
@@ -193,7 +183,7 @@ def test_tiny_run_through_the_leaderboard_interface(one_thread, tmp_path: Path) 
     assert list(tmp_path.glob("ppo_lagrangian-0_*")), "no TensorBoard run"
 
 
-def test_main_judges_and_reports_the_multiplier(one_thread, tmp_path: Path) -> None:
+def test_main_judges_and_reports_the_multiplier(one_torch_thread, tmp_path: Path) -> None:
     args = pl.Args(total_timesteps=64, cost_target=0.5, log_dir=str(tmp_path),
                    save_path=str(tmp_path / "saved"), **TINY)
     result = pl.main(args)
